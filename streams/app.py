@@ -46,9 +46,9 @@ def create_app(settings: Settings, profiles: dict[ModelKey, Profile]) -> faust.A
         # one fetch should carry a whole step's worth of messages, not Faust's 1 MiB
         consumer_max_fetch_size=settings.max_fetch_bytes,
     )
-    source = app.topic(
-        settings.topic_events, settings.topic_batches, key_serializer="raw", value_serializer="raw"
-    )
+    source = app.topic(settings.topic_events, settings.topic_batches,
+                       settings.repartition_topic(), key_serializer="raw",
+                       value_serializer="raw")
     incidents = app.topic(settings.topic_incidents, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw")
     ocsf = app.topic(settings.topic_incidents_ocsf, key_serializer="raw", value_serializer="raw")
@@ -66,27 +66,44 @@ def create_app(settings: Settings, profiles: dict[ModelKey, Profile]) -> faust.A
         client_id_hmac_key=settings.client_id_hmac_key.get_secret_value()
         if settings.client_id_hmac_key else None,
         incident_partitions=settings.topic_partitions,
+        repartition_topic=settings.repartition_topic(),
     )
     resume_chains(settings, pipeline.chain)
-    sources = {settings.topic_events, settings.topic_batches}
+    sources = {settings.topic_events, settings.topic_batches, settings.repartition_topic()}
+
+    repartition = app.topic(settings.repartition_topic(), key_serializer="raw",
+                            value_serializer="raw")
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
 
     async def publish(out: StepOutput) -> None:
+        """Send a step's output: everything derived first, the incident records last.
+
+        An incident record on ``ml-incidents`` is what the restart fence recognises as
+        published, so the dead letters, forwards, forensics, OCSF findings and actions
+        of a step are flushed before its incident records are sent.
+        """
         for value, headers in out.dead_letters:
             await dlq.send(value=value, headers=headers)
+        for shard, model_id, value in out.forwards:
+            await repartition.send(key=model_id.encode(), value=value, partition=shard)
         for snap in out.forensics:
-            await forensics.send(key=snap["forensics_id"].encode(),
-                                 value=json.dumps(snap, separators=(",", ":")).encode())
+            await forensics.send(key=snap["forensics_id"].encode(), value=dumps(snap))
+        for finding in out.ocsf:
+            await ocsf.send(key=finding["finding_info"]["uid"].encode(), value=dumps(finding))
+        for act in out.actions:
+            await actions.send(key=act["action_id"].encode(), value=dumps(act))
+        if out.incidents:
+            await app.producer.flush()
         for rec, part in zip(out.incidents, out.incident_partitions, strict=True):
             log.info("incident %s %s %s: %s", rec["status"], rec["detector"],
                      rec["incident_id"], rec["summary"])
             await incidents.send(key=rec["incident_id"].encode(), partition=part,
                                  value=pipeline.encode_incident(rec))
-        for finding in out.ocsf:
-            await ocsf.send(key=finding["finding_info"]["uid"].encode(),
-                            value=json.dumps(finding, separators=(",", ":")).encode())
-        for act in out.actions:
-            await actions.send(key=act["action_id"].encode(),
-                               value=json.dumps(act, separators=(",", ":")).encode())
+
+    async def flush() -> None:
+        await app.producer.flush()
 
     if settings.ingest == "agent":
         @app.agent(source, name="inferwatch-detect")
@@ -99,7 +116,7 @@ def create_app(settings: Settings, profiles: dict[ModelKey, Profile]) -> faust.A
     else:
         @app.task
         async def bulk_ingest() -> None:
-            await run_bulk_ingest(settings, pipeline, publish)
+            await run_bulk_ingest(settings, pipeline, publish, flush)
 
     @app.timer(interval=30.0)
     async def report() -> None:

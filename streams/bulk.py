@@ -1,58 +1,209 @@
-"""Bulk ingest: the Faust app's input read in whole fetches, not message by message.
+"""Bulk ingest: the Faust app's input read in whole fetches, with checkpointed shards.
 
 A Faust agent receives each Kafka message through Faust's stream machinery (a task, a
 lock and an ack per message); profiling showed that costing more than inferwatch's whole
 decode-and-detect step for single-event messages. This task, run by the Faust app, uses
-an aiokafka consumer in the same consumer-group protocol to fetch up to ``max_batch``
-raw messages at a time, hands them to the pipeline in one step, publishes through the
-app's topics, and commits the offsets only after the step's output was sent
-(at-least-once; incident ids are deterministic, so repeats are recognisable).
+an aiokafka consumer in a consumer group to fetch up to ``max_batch`` raw messages at a
+time and hands them to the pipeline in one step.
+
+State and delivery (see the README's reliability section):
+
+- The group uses the range assignor over the co-partitioned input topics, so a worker
+  that owns partition ``r`` of one input topic owns partition ``r`` of all of them: it
+  holds shard ``r`` (the detectors of the models that hash to ``r``).
+- Every ``checkpoint_interval_s``, after the step's output was flushed to the broker,
+  each held shard's engine and input offsets are written to the checkpoint topic; only
+  then are the group offsets committed. On assignment (start, restart, rebalance) the
+  shard is restored from its newest checkpoint and its input is sought to the offsets in
+  it, so each event is reflected in detector state once.
+- Records published between the checkpoint and a crash are read back from the incident
+  topic into the shard's fence, so replaying the input does not publish them again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from streams.pipeline import Message, Pipeline, StepOutput
+from streams.checkpoint import CheckpointStore, PartitionReader, ShardCheckpoint
+from streams.pipeline import Message, Pipeline, StepOutput, content_hash
+from streams.records import decode_incident
 from streams.settings import Settings
 
 log = logging.getLogger("inferwatch")
 
+Publish = Callable[[StepOutput], Awaitable[None]]
 
-async def run_bulk_ingest(settings: Settings, pipeline: Pipeline,
-                          publish: Callable[[StepOutput], Awaitable[None]]) -> None:
-    """Consume both input topics until cancelled."""
-    consumer = AIOKafkaConsumer(
-        settings.topic_events, settings.topic_batches,
-        bootstrap_servers=settings.bootstrap(),
-        group_id=f"{settings.app_id}-ingest",
-        client_id=f"{settings.app_id}-ingest",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=settings.max_fetch_bytes,
-        fetch_max_bytes=settings.max_fetch_bytes,
-        fetch_max_wait_ms=int(settings.batch_within_s * 1000),
-        session_timeout_ms=int(settings.session_timeout_s * 1000),
-        rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
-        heartbeat_interval_ms=int(max(settings.session_timeout_s / 5, 0.5) * 1000),
-    )
-    await consumer.start()
-    log.info("bulk ingest consuming %s, %s", settings.topic_events, settings.topic_batches)
-    try:
-        while True:
-            fetched = await consumer.getmany(timeout_ms=int(settings.batch_within_s * 1000),
-                                             max_records=settings.max_batch)
-            if not fetched:
+
+class ShardedIngest:
+    """The consume -> step -> publish -> checkpoint -> commit loop of one worker."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, publish: Publish,
+                 flush: Callable[[], Awaitable[None]]) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.publish = publish
+        self.flush = flush
+        self.inputs = [settings.topic_events, settings.topic_batches,
+                       settings.repartition_topic()]
+        key = settings.checkpoint_key.get_secret_value().encode() \
+            if settings.checkpoint_key else None
+        client = settings.kafka_client_config()
+        self.store = CheckpointStore(settings.bootstrap(), settings.checkpoint_topic(), key,
+                                     **client)
+        self.reader = PartitionReader(settings.bootstrap(), **client)
+        self.lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.dirty = False
+        self.last_checkpoint = time.monotonic()
+        self.counters: Counter = Counter()
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def _checkpoint_shard(self, r: int) -> None:
+        sh = self.pipeline.shards[r]
+        end = self.reader.end(self.settings.topic_incidents, r)
+        self.store.write(ShardCheckpoint(r, sh.engine, self.pipeline.shard_offsets(r), end))
+        self.counters["checkpoints"] += 1
+
+    async def checkpoint(self) -> None:
+        """Make every held shard durable, then commit the offsets the checkpoints cover."""
+        await self.flush()  # records of the steps so far are on the broker first
+        shards = sorted(self.pipeline.shards)
+        for r in shards:
+            self._checkpoint_shard(r)
+        offsets = {TopicPartition(t, p): off for r in shards
+                   for (t, p), off in self.pipeline.shard_offsets(r).items()}
+        if offsets and self.consumer is not None:
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001 - the checkpoint is the source of truth
+                log.warning("offset commit after checkpoint failed (%s); the checkpoint "
+                            "still holds the position", exc)
+        self.dirty = False
+        self.last_checkpoint = time.monotonic()
+
+    def _restore(self, r: int) -> dict[TopicPartition, int]:
+        """Load shard ``r`` from its newest checkpoint; return where its input resumes."""
+        ckpt = self.store.load(r)
+        inc_topic = self.settings.topic_incidents
+        end = self.reader.end(inc_topic, r)
+        start = ckpt.incidents_end if ckpt else end
+        tail = self.reader.read(inc_topic, r, start, end)
+        fence: Counter = Counter()
+        for msg in tail:
+            try:
+                fence[content_hash(decode_incident(msg.value))] += 1
+            except Exception:  # noqa: BLE001 - a foreign record on the topic is not ours
                 continue
-            msgs = [Message(tp.topic, tp.partition, m.offset, m.value)
-                    for tp, records in fetched.items() for m in records]
-            await publish(pipeline.safe_step(msgs))
-            await consumer.commit()
-    except asyncio.CancelledError:
-        raise
-    finally:
-        await consumer.stop()
+        last = tail[-1:] or (self.reader.read(inc_topic, r, end - 1, end) if end else [])
+        if last:
+            try:
+                link = decode_incident(last[0].value).get("chain")
+            except Exception:  # noqa: BLE001
+                link = None
+            if link:
+                self.pipeline.chain.resume(r, link["seq"], link["hash"])
+        offsets = ckpt.offsets if ckpt else {}
+        self.pipeline.restore_shard(r, ckpt.engine if ckpt else None, offsets, fence)
+        log.info("shard %d %s; %d record(s) already published after it", r,
+                 f"restored from checkpoint of {ckpt.written_ms}" if ckpt else "starts empty",
+                 len(tail))
+        self.counters["restores"] += 1
+        return {TopicPartition(t, p): off for (t, p), off in offsets.items()}
+
+    # -- rebalance -----------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self.lock:
+            gone = {tp.partition for tp in revoked} & set(self.pipeline.shards)
+            if not gone:
+                return
+            await self.checkpoint()
+            for r in gone:
+                self.pipeline.drop_shard(r)
+            log.info("shards %s handed over", sorted(gone))
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self.lock:
+            for r in sorted({tp.partition for tp in assigned}):
+                if r in self.pipeline.shards:
+                    continue
+                positions = self._restore(r)
+                assert self.consumer is not None
+                for tp in assigned:
+                    if tp.partition == r and tp in positions:
+                        self.consumer.seek(tp, positions[tp])
+            log.info("holding shards %s", sorted(self.pipeline.shards))
+
+    # -- main loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.settings
+        consumer = self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap(),
+            group_id=f"{s.app_id}-ingest",
+            client_id=f"{s.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=s.max_fetch_bytes,
+            fetch_max_bytes=s.max_fetch_bytes,
+            fetch_max_wait_ms=int(s.batch_within_s * 1000),
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
+            heartbeat_interval_ms=int(max(s.session_timeout_s / 5, 0.5) * 1000),
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            **s.aiokafka_client_config(),
+        )
+        consumer.subscribe(self.inputs, listener=_Listener(self))
+        await consumer.start()
+        log.info("bulk ingest consuming %s", ", ".join(self.inputs))
+        try:
+            while True:
+                fetched = await consumer.getmany(timeout_ms=int(s.batch_within_s * 1000),
+                                                 max_records=s.max_batch)
+                async with self.lock:
+                    msgs = [Message(tp.topic, tp.partition, m.offset, m.value)
+                            for tp, records in fetched.items()
+                            if tp.partition in self.pipeline.shards for m in records]
+                    if msgs:
+                        await self.publish(self.pipeline.safe_step(msgs))
+                        self.dirty = True
+                    if self.dirty and (time.monotonic() - self.last_checkpoint
+                                       >= s.checkpoint_interval_s):
+                        await self.checkpoint()
+        except asyncio.CancelledError:
+            raise
+        finally:
+            try:
+                if self.dirty:
+                    async with self.lock:
+                        await self.checkpoint()
+            finally:
+                await consumer.stop()
+                self.store.close()
+                self.reader.close()
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, ingest: ShardedIngest) -> None:
+        self.ingest = ingest
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.ingest.on_revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.ingest.on_assigned(list(assigned))
+
+
+async def run_bulk_ingest(settings: Settings, pipeline: Pipeline, publish: Publish,
+                          flush: Callable[[], Awaitable[None]]) -> None:
+    """Consume the input topics until cancelled."""
+    await ShardedIngest(settings, pipeline, publish, flush).run()

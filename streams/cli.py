@@ -19,7 +19,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from detectors.baseline import load_profiles
     from streams.app import run_worker
     from streams.broker import EmbeddedBroker
-    from streams.topics import ensure_topics
+    from streams.topics import check_copartitioned, ensure_topics, partition_counts
 
     settings = Settings()
     if args.baselines:
@@ -31,7 +31,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         settings.broker = broker.url
         print(f"inferwatch: embedded broker on {broker.bootstrap} (memory only)", file=sys.stderr)
     try:
-        ensure_topics(settings.bootstrap(), settings.all_topics(), settings.topic_partitions)
+        ensure_topics(settings.bootstrap(), settings.all_topics(), settings.topic_partitions,
+                      **settings.kafka_client_config())
+        try:
+            settings.topic_partitions = check_copartitioned(partition_counts(
+                settings.bootstrap(), settings.sharded_topics(), **settings.kafka_client_config()))
+        except ValueError as exc:
+            print(f"inferwatch: {exc}", file=sys.stderr)
+            return 2
         print(f"inferwatch: worker consuming {settings.topic_events}, {settings.topic_batches} "
               f"on {settings.broker}; {len(profiles)} baseline profile(s) loaded", file=sys.stderr)
         run_worker(settings, profiles)

@@ -16,13 +16,15 @@ from detectors.block import ModelKey
 from detectors.config import DetectorConfig
 from detectors.engine import DetectionEngine
 from schemas.codec import Decoder, DecodeResult, ModelShape, Reject
+from schemas.encoders import batch_avro
 from streams.actions import recommend
 from streams.atlas import techniques_for
-from streams.chain import HashChain, partition_for
+from streams.chain import HashChain, record_hash
 from streams.metrics import WorkerMetrics
 from streams.ocsf import to_detection_finding
 from streams.privacy import Pseudonymizer
 from streams.records import dead_letter, incident_avro, incident_json
+from streams.sharding import shard_of
 
 PRODUCT_VERSION = "0.1.0"
 
@@ -59,6 +61,29 @@ class StepOutput:
     ocsf: list[dict[str, Any]] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    #: Blocks that belong to another shard: (shard, model_id, InferenceBatch bytes) for
+    #: the repartition topic.
+    forwards: list[tuple[int, str, bytes]] = field(default_factory=list)
+    #: Records not published again because they are already on the incident topic.
+    suppressed: int = 0
+
+
+def content_hash(record: dict[str, Any]) -> str:
+    """Identity of a published incident record's content (its chain link excluded)."""
+    return record_hash("", record)
+
+
+@dataclass
+class Shard:
+    """The detection state of one shard: its engine and its republishing fence.
+
+    ``fence`` holds the content hashes of records already on the shard's incident
+    partition that were produced after the engine's checkpoint: replaying the input
+    from the checkpoint regenerates them, and they are not published twice.
+    """
+
+    engine: DetectionEngine
+    fence: Counter = field(default_factory=Counter)
 
 
 class Pipeline:
@@ -74,9 +99,15 @@ class Pipeline:
         metrics: WorkerMetrics | None = None,
         client_id_hmac_key: str | None = None,
         incident_partitions: int = 1,
+        repartition_topic: str | None = None,
     ) -> None:
         profiles = profiles or {}
-        self.engine = DetectionEngine(cfg, profiles)
+        self.cfg = cfg or DetectorConfig()
+        self.profiles = profiles
+        #: Shards this pipeline holds, by number (= input partition = incident partition).
+        self.shards: dict[int, Shard] = {}
+        self.repartition_topic = repartition_topic
+        self._retired_kernel_seconds: Counter = Counter()
         self.decoder = Decoder(
             {k: ModelShape(p.n_features, p.n_classes) for k, p in profiles.items()},
             max_message_bytes=max_message_bytes,
@@ -88,9 +119,61 @@ class Pipeline:
         self.pseudonymizer = Pseudonymizer(client_id_hmac_key.encode()) \
             if client_id_hmac_key else None
         self.chain = HashChain()
-        self.incident_partitions = incident_partitions
+        #: Number of shards: input, repartition and incident topics all have this many
+        #: partitions (co-partitioned), and a model's shard is :func:`shard_of` its id.
+        self.incident_partitions = max(incident_partitions, 1)
         #: Next offset to process per (topic, partition): for lag and for checkpoints.
         self.next_offsets: dict[tuple[str, int], int] = {}
+
+    @property
+    def engine(self) -> DetectionEngine:
+        """The engine of a single-shard pipeline (tests, replay-like use)."""
+        if self.incident_partitions != 1:
+            raise ValueError("a sharded pipeline has one engine per shard: use shard(r)")
+        return self.shard(0).engine
+
+    def shard(self, r: int) -> Shard:
+        """Shard ``r``, created empty on first use."""
+        sh = self.shards.get(r)
+        if sh is None:
+            sh = self.shards[r] = Shard(DetectionEngine(self.cfg, self.profiles))
+        return sh
+
+    def restore_shard(self, r: int, engine: DetectionEngine | None,
+                      offsets: dict[tuple[str, int], int], fence: Counter) -> None:
+        """Install shard ``r`` from a checkpoint (or empty) with its republishing fence."""
+        self.drop_shard(r)
+        self.shards[r] = Shard(engine or DetectionEngine(self.cfg, self.profiles), fence)
+        for tp, off in offsets.items():
+            self.next_offsets[tp] = off
+
+    def drop_shard(self, r: int) -> None:
+        """Forget shard ``r`` (its partitions went to another worker)."""
+        sh = self.shards.pop(r, None)
+        if sh is not None:
+            self._retired_kernel_seconds.update(sh.engine.kernel_seconds)
+        for tp in [tp for tp in self.next_offsets if tp[1] == r]:
+            del self.next_offsets[tp]
+
+    def shard_offsets(self, r: int) -> dict[tuple[str, int], int]:
+        """Next input offsets of shard ``r``'s partitions (what its checkpoint records)."""
+        return {tp: off for tp, off in self.next_offsets.items() if tp[1] == r}
+
+    def kernel_seconds(self) -> Counter:
+        total = Counter(self._retired_kernel_seconds)
+        for sh in self.shards.values():
+            total.update(sh.engine.kernel_seconds)
+        return total
+
+    def stats(self) -> dict[str, Any]:
+        """Engine counters summed over the shards held."""
+        engines = [sh.engine.stats() for sh in self.shards.values()]
+        return {
+            "shards": sorted(self.shards),
+            "events": sum(e["events"] for e in engines),
+            "models": sum(e["models"] for e in engines),
+            "open_incidents": sum(e["open_incidents"] for e in engines),
+        }
 
     def safe_step(self, messages: list[Message]) -> StepOutput:
         """:meth:`step`, but an unexpected error dead-letters the messages, never loses them.
@@ -116,14 +199,18 @@ class Pipeline:
         t0 = time.perf_counter()
         out = StepOutput()
         events_before = self.counters["events_in"]
-        run: list[Message] = []
+        by_partition: dict[int, list[Message]] = {}
         for m in messages:
-            if run and (m.topic == self.batches_topic) != (run[0].topic == self.batches_topic):
+            by_partition.setdefault(m.partition, []).append(m)
+        for part_msgs in by_partition.values():
+            run: list[Message] = []
+            for m in part_msgs:
+                if run and m.topic != run[0].topic:
+                    self._run(run, out)
+                    run = []
+                run.append(m)
+            if run:
                 self._run(run, out)
-                run = []
-            run.append(m)
-        if run:
-            self._run(run, out)
         for m in messages:
             key = (m.topic, m.partition)
             if m.offset + 1 > self.next_offsets.get(key, 0):
@@ -133,19 +220,33 @@ class Pipeline:
                 Counter(m.topic for m in messages),
                 self.counters["events_in"] - events_before,
                 out.rejects,
-                out.incidents, time.perf_counter() - t0, self.engine.stats(),
-                self.engine.kernel_seconds,
+                out.incidents, time.perf_counter() - t0, self.stats(),
+                self.kernel_seconds(),
             )
         return out
 
-    def _publishable(self, rec: dict[str, Any], out: StepOutput) -> None:
-        """Turn one core record into everything published for it, in publishing form."""
+    def _publishable(self, rec: dict[str, Any], out: StepOutput, part: int) -> None:
+        """Turn one core record into everything published for it, in publishing form.
+
+        A record whose content is in the shard's fence is already on the topic (it was
+        published before a crash, after the checkpoint being replayed): it is skipped with
+        everything derived from it, and does not advance the hash chain.
+        """
         snapshot = rec.pop("_forensics", None)
         rec = enrich(rec)
         if self.pseudonymizer is not None:
             rec = self.pseudonymizer.apply(rec)
             snapshot = self.pseudonymizer.apply(snapshot) if snapshot else None
-        part = partition_for(rec["incident_id"], self.incident_partitions)
+        fence = self.shards[part].fence
+        if fence:
+            h = content_hash(rec)
+            if fence[h] > 0:
+                fence[h] -= 1
+                if fence[h] == 0:
+                    del fence[h]
+                out.suppressed += 1
+                self.counters["incidents_not_republished"] += 1
+                return
         self.chain.link(rec, part)
         out.incidents.append(rec)
         out.incident_partitions.append(part)
@@ -155,8 +256,11 @@ class Pipeline:
         out.actions.extend(recommend(rec))
 
     def _run(self, run: list[Message], out: StepOutput) -> None:
+        """Decode a run of messages from one topic partition and detect (or forward)."""
         values = [m.value for m in run]
-        is_batch = run[0].topic == self.batches_topic
+        forwarded = run[0].topic == self.repartition_topic
+        is_batch = forwarded or run[0].topic == self.batches_topic
+        here = run[0].partition
         self.counters["messages_in"] += len(run)
         result: DecodeResult = (
             self.decoder.decode_batches(values) if is_batch else self.decoder.decode_events(values)
@@ -169,10 +273,22 @@ class Pipeline:
             self.counters[f"rejected_{r.code}"] += 1
         self.counters["dead_letters"] += len(result.rejects)
         for block in result.blocks:
+            r = shard_of(block.model_id, self.incident_partitions)
+            if r != here and not forwarded:
+                out.forwards.append((r, block.model_id, _as_batch(block)))
+                self.counters["events_forwarded"] += len(block)
+                continue
             self.counters["events_in"] += len(block)
-            for rec in self.engine.process(block):
-                self._publishable(rec, out)
+            for rec in self.shard(r).engine.process(block):
+                self._publishable(rec, out, r)
                 self.counters[f"incidents_{rec['detector']}"] += 1
         self.counters["incidents"] = sum(
             v for k, v in self.counters.items() if k.startswith("incidents_")
         )
+
+
+def _as_batch(block: Any) -> bytes:
+    """A decoded block as an InferenceBatch message for the repartition topic."""
+    return batch_avro(block.model_id, block.model_version, block.event_id, block.ts,
+                      block.client_id, block.prediction, block.X,
+                      block.scores if block.scores.shape[1] else None, block.confidence)

@@ -8,7 +8,9 @@
                        "client_id": "tenant-42", "features": [0.1, 2.3, 5.0],
                        "prediction": "legit", "scores": [0.93, 0.07]})
 
-Single events are keyed by ``client_id`` (so a client's events share a partition).
+Messages are keyed by ``model_id``: Kafka's default partitioner then puts every event of a
+model on the partition of the inferwatch shard that holds the model's detectors (see
+:mod:`streams.sharding`), so nothing needs forwarding between workers.
 With ``batch_size=N`` events are buffered per model and sent as ``InferenceBatch``
 messages of up to N events, which is how high-rate servers should publish.
 """
@@ -61,7 +63,7 @@ class InferenceProducer:
             if len(buf) >= self.batch_size:
                 self._flush_model(key)
             return
-        self._kafka.send(self.topic_events, key=event["client_id"].encode(),
+        self._kafka.send(self.topic_events, key=event["model_id"].encode(),
                          value=self._encode(event))
 
     def send_raw(self, value: bytes, key: bytes | None = None) -> None:

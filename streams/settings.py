@@ -32,7 +32,20 @@ class Settings(BaseSettings):
     topic_incidents_ocsf: str = Field("ml-incidents-ocsf", description="Incidents as OCSF.")
     topic_actions: str = Field("ml-actions", description="Recommended containment actions.")
     topic_forensics: str = Field("ml-forensics", description="Frozen detector state.")
-    topic_partitions: int = Field(1, description="Partitions of topics inferwatch creates.")
+    topic_repartition: str | None = Field(
+        None, description="Internal: events forwarded to the shard of their model "
+        "(default <app_id>-repartition).")
+    topic_checkpoints: str | None = Field(
+        None, description="Internal: detector state checkpoints (default "
+        "<app_id>-checkpoints).")
+    topic_partitions: int = Field(1, description="Partitions of topics inferwatch creates: "
+                                  "the number of shards, the most workers that share work.")
+    checkpoint_interval_s: float = Field(
+        5.0, description="Seconds between detector-state checkpoints; input offsets are "
+        "committed only with a checkpoint, so this bounds the replay after a crash.")
+    checkpoint_key: SecretStr | None = Field(
+        None, description="When set, checkpoints are signed with HMAC-SHA256 under this key "
+        "and unsigned ones are refused.")
     incident_format: Literal["json", "avro"] = Field(
         "json", description="Encoding of ml-incidents records: json or avro (Confluent wire "
         "format, schema id 3).")
@@ -91,16 +104,32 @@ class Settings(BaseSettings):
         """Extra kafka-python client settings (transport security goes here)."""
         return {}
 
+    def aiokafka_client_config(self) -> dict:
+        """Extra aiokafka client settings (transport security goes here)."""
+        return {}
+
     def bootstrap(self) -> str:
         """``host:port[,host:port]`` for kafka-python from the ``kafka://`` URL."""
         if not self.broker:
             raise ValueError("no broker configured")
         return ",".join(u.split("://", 1)[-1] for u in self.broker.split(","))
 
+    def repartition_topic(self) -> str:
+        return self.topic_repartition or f"{self.app_id}-repartition"
+
+    def checkpoint_topic(self) -> str:
+        return self.topic_checkpoints or f"{self.app_id}-checkpoints"
+
+    def sharded_topics(self) -> list[str]:
+        """Topics that must all have ``topic_partitions`` partitions (one per shard)."""
+        return [self.topic_events, self.topic_batches, self.repartition_topic(),
+                self.topic_incidents, self.checkpoint_topic()]
+
     def all_topics(self) -> list[str]:
         return [
             self.topic_events, self.topic_batches, self.topic_dlq, self.topic_incidents,
             self.topic_incidents_ocsf, self.topic_actions, self.topic_forensics,
+            self.repartition_topic(), self.checkpoint_topic(),
         ]
 
 

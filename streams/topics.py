@@ -32,3 +32,31 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 1,
                 pass
     finally:
         admin.close()
+
+
+def partition_counts(bootstrap: str, topics: list[str], **client_kw: object) -> dict[str, int]:
+    """Number of partitions of each existing topic in ``topics``."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **client_kw)
+    try:
+        return {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+    finally:
+        consumer.close()
+
+
+def check_copartitioned(counts: dict[str, int]) -> int:
+    """The shard count if every sharded topic has the same partition count, else raise.
+
+    inferwatch keeps a model's detector state on the shard that consumes partition ``r``
+    of every input topic and writes partition ``r`` of the incident topic, so these
+    topics must be co-partitioned (as in Kafka Streams joins).
+    """
+    distinct = set(counts.values())
+    if len(distinct) != 1 or 0 in distinct:
+        listing = ", ".join(f"{t}={n}" for t, n in counts.items())
+        raise ValueError(
+            f"inferwatch's sharded topics must all have the same number of partitions "
+            f"(found {listing}); create them with INFERWATCH_TOPIC_PARTITIONS partitions "
+            f"or add partitions so they match")
+    return distinct.pop()
