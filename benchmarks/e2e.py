@@ -43,7 +43,8 @@ What runs (one :class:`~streams.broker.EmbeddedBroker` for everything):
   processed a warm-up second of traffic), then ``InferenceBatch`` traffic is produced at
   half the batch case's measured rate (``--latency-rate`` overrides; ``--quick`` uses
   5,000 events/s) for ``latency_s`` seconds, in ticks of ``tick_s``. Event timestamps
-  are wall clock, spread over the tick before the message is sent. Query floods by
+  are wall clock, spread over the tick before the message is sent; benign rows are drawn
+  fresh from the reference distribution every tick (never resent). Query floods by
   several clients and an input drift are injected; ``INFERWATCH_COOLDOWN_MS`` is 500 so
   an ongoing incident emits an ``update`` record about every second (more samples; it
   changes how often records are emitted, not when a detection happens). ``ml-incidents``
@@ -92,7 +93,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.synthetic import T0_MS, block_to_events, make_block
+from benchmarks.synthetic import T0_MS, block_to_events, make_block, softmax_scores
 from detectors.baseline import Profile, save_profiles
 from detectors.block import EventBlock
 from schemas.encoders import batch_avro, event_avro, event_json
@@ -649,15 +650,23 @@ def _dist(values: list[float], min_n_p99: int = 20) -> dict[str, Any]:
 
 
 class LiveTraffic:
-    """Batch traffic at ``rate`` events/s with wall-clock timestamps, floods and a drift."""
+    """Batch traffic at ``rate`` events/s with wall-clock timestamps, floods, an extraction
+    attacker and a drift.
+
+    Benign rows are drawn fresh for every tick from the distribution the reference profile
+    was built from (:func:`benchmarks.synthetic.make_block`: standard normal features,
+    class scores of the same fixed linear model), so benign clients never repeat a query.
+    Resampling a fixed pool of rows would make every benign client resend its own earlier
+    queries and look like an extraction attack (near-duplicates), which is not what this
+    run measures.
+    """
 
     def __init__(self, rate: float, batch_size: int, seconds: float, seed: int = 11) -> None:
         self.rate, self.batch_size, self.seconds = rate, batch_size, seconds
         self.n_clients = max(N_CLIENTS, int(rate / 20))  # ~20 queries/s per benign client
-        self.pool = make_block(n=100_000, d=D, seed=seed, model_id=LATENCY_MODEL,
-                               n_clients=self.n_clients, id_prefix="pool")
+        self.client_names = np.array([f"client-{c}" for c in range(self.n_clients)],
+                                     dtype=object)
         self.rng = np.random.default_rng(seed)
-        self.pos = 0
         self.msg_sent_s: list[float] = []  # wall time each message was handed to the producer
         self.sent = 0
         #: (start fraction, end fraction, client ids): eight flooding clients per phase ...
@@ -666,6 +675,13 @@ class LiveTraffic:
         #: ... each at 15 benign clients' rate, all together at most 30 % of the traffic
         #: (flood events are part of ``rate``, not added to it).
         self.flood_rate = min(15 * rate / self.n_clients, 0.3 * rate / 8)
+        #: One extraction attacker from 20 % to 60 % of the run, at a benign client's rate:
+        #: small perturbations of four seed queries (near-duplicates, as when a model is
+        #: copied by augmenting a few seed points).
+        self.attack = (0.2, 0.6, "extractor-1")
+        self.attack_rate = rate / self.n_clients
+        self.attack_seeds = self.rng.normal(0.0, 1.0, (4, D)).astype(np.float32)
+        self._attack_carry = 0.0
         self.drift_from = 0.7
 
     def profile(self) -> Profile:
@@ -674,35 +690,47 @@ class LiveTraffic:
                                  n_clients=self.n_clients,
                                  start_ms=int(time.time() * 1000) - 3_600_000)
 
-    def _rows(self, n: int) -> np.ndarray:
-        idx = (self.pos + np.arange(n)) % len(self.pool)
-        self.pos = (self.pos + n) % len(self.pool)
-        return idx
+    def _attack_rows(self, phase: float | None, dt_s: float) -> np.ndarray:
+        lo, hi, _ = self.attack
+        if phase is None or not lo <= phase < hi:
+            return np.empty((0, D), dtype=np.float32)
+        self._attack_carry += self.attack_rate * dt_s
+        k = int(self._attack_carry)
+        self._attack_carry -= k
+        pick = self.rng.integers(0, len(self.attack_seeds), k)
+        noise = self.rng.normal(0.0, 0.02, (k, D)).astype(np.float32)
+        return self.attack_seeds[pick] + noise
 
     def tick(self, sender: Sender, topic: str, t_prev_ms: float, phase: float | None,
              n: int) -> int:
-        """Publish ``n`` events (benign and flood) stamped in (t_prev_ms, now]."""
+        """Publish ``n`` events (benign, flood and attack) stamped in (t_prev_ms, now]."""
+        now_ms = time.time() * 1000.0
         flooders = [c for lo, hi, cs in self.floods if phase is not None and lo <= phase < hi
                     for c in cs]
         per = int(round(self.flood_rate * n / self.rate)) if flooders else 0
-        benign = max(n - per * len(flooders), 0)
-        idx = self._rows(benign + per * len(flooders))
-        clients = np.concatenate([self.pool.client_id[idx[:benign]],
-                                  np.repeat(np.array(flooders, dtype=object), per)])
-        m = len(idx)
+        attack = self._attack_rows(phase, max(now_ms - t_prev_ms, 0.0) / 1000.0)
+        benign = max(n - per * len(flooders) - len(attack), 0)
+        n_fresh = benign + per * len(flooders)
+        X = np.concatenate([self.rng.standard_normal((n_fresh, D), dtype=np.float32), attack])
+        S = softmax_scores(X, 3, self.rng)
+        clients = np.concatenate([
+            self.client_names[self.rng.integers(0, self.n_clients, benign)],
+            np.repeat(np.array(flooders, dtype=object), per),
+            np.full(len(attack), self.attack[2], dtype=object),
+        ])
+        m = len(X)
         order = self.rng.permutation(m)
-        idx, clients = idx[order], clients[order]
-        X = self.pool.X[idx]
+        X, S, clients = X[order], S[order], clients[order]
+        preds = np.array(["0", "1", "2"], dtype=object)[S.argmax(axis=1)]
         if phase is not None and phase >= self.drift_from:
             X[:, list(DRIFT_FEATURES)] += np.float32(1.0)
-        now_ms = time.time() * 1000.0
         ts = np.sort(self.rng.uniform(t_prev_ms, now_ms, m)).astype(np.int64)
         for s in range(0, m, self.batch_size):
             k = len(self.msg_sent_s)
             sl = slice(s, s + self.batch_size)
             ids = [f"L{k}-{i}" for i in range(len(ts[sl]))]
-            value = batch_avro(LATENCY_MODEL, VERSION, ids, ts[sl], clients[sl],
-                               self.pool.prediction[idx[sl]], X[sl], self.pool.scores[idx[sl]])
+            value = batch_avro(LATENCY_MODEL, VERSION, ids, ts[sl], clients[sl], preds[sl],
+                               X[sl], S[sl])
             self.msg_sent_s.append(time.time())
             sender.send(topic, value, LATENCY_MODEL.encode())
         self.sent += m

@@ -372,6 +372,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     missed = [r["name"] for r in rows
               if r["onset_index"] is not None and not r["inferwatch"]["detected"]]
     return {
+        "drift_delay": drift_delays(rows),
         "scenarios": len(rows),
         "benign_events": benign,
         "false_alarms": fa,
@@ -380,6 +381,48 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "detected_by_tier": by_tier,
         "missed": missed,
     }
+
+
+def drift_delays(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median detection delay (events) over the core drift scenarios, per detector.
+
+    A miss counts as an infinite delay (so a detector that misses half the scenarios has
+    an infinite median). Next to each river detector: its false alarms per million benign
+    events over the same scenarios, since a detector that alarms often also 'detects' fast.
+    """
+    drift = [r for r in rows if r["family"] == "drift" and r["tier"] == "core"
+             and r["onset_index"] is not None]
+    if not drift:
+        return {}
+
+    def med(values: list[float]) -> float:
+        return float(np.median(values)) if values else math.nan
+
+    out: dict[str, Any] = {
+        "scenarios": [r["name"] for r in drift],
+        "inferwatch": {
+            "median_delay_events": med([r["inferwatch"]["delay_events"]
+                                        if r["inferwatch"]["detected"] else math.inf
+                                        for r in drift]),
+            "delays": [r["inferwatch"]["delay_events"] for r in drift],
+            "false_alarms_per_million": round(
+                sum(r["inferwatch"]["false_alarms"] for r in drift)
+                / max(sum(r["inferwatch"]["benign_events"] for r in drift), 1) * 1e6, 3),
+        },
+    }
+    for name in RIVER_DETECTORS:
+        res = [(r["river"] or {}).get(name) for r in drift]
+        if any(x is None for x in res):
+            continue
+        fa = sum(x["false_alarms"] for x in res)
+        benign = sum(x["benign_events"] for x in res)
+        out[name] = {
+            "median_delay_events": med([x["delay_events"] if x["detected"] else math.inf
+                                        for x in res]),
+            "delays": [x["delay_events"] for x in res],
+            "false_alarms_per_million": round(fa / max(benign, 1) * 1e6, 1),
+        }
+    return out
 
 
 def _fmt(x: float | int | None, digits: int = 1) -> str:
@@ -455,6 +498,15 @@ def markdown(report: dict[str, Any]) -> str:
                     for t, v in sorted(s["detected_by_tier"].items()))
         + (f"; missed: {', '.join(s['missed'])}" if s["missed"] else "") + ".",
         "",
+    ]
+    dd = s.get("drift_delay") or {}
+    if dd:
+        parts = [f"{k} {_fmt(v['median_delay_events'])} "
+                 f"(FA/M {_fmt(v['false_alarms_per_million'], 2 if k == 'inferwatch' else 0)})"
+                 for k, v in dd.items() if k != "scenarios"]
+        lines += [f"Median drift delay (events) over the {len(dd['scenarios'])} core drift "
+                  "scenarios: " + ", ".join(parts) + ".", ""]
+    lines += [
         "Legend: *delay ev* = trigger index − onset index (events of the model); *delay atk q*"
         " = attacker queries up to the trigger; *delay s* = event time from onset to trigger."
         " *FA* = open incidents before the onset, or after it on non-attacker clients, or any"

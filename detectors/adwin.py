@@ -184,6 +184,13 @@ def _check(totals, variances, counts, fstate, istate, delta, clock, min_window_l
         again = True
         while again:
             again = False
+            # invariant over the cuts of one pass (the window only shrinks between passes):
+            # the two logs of the bound are taken once per pass, not once per cut; the
+            # bound itself keeps river's operation order, so decisions match exactly
+            width = fstate[F_WIDTH]
+            d_prime = math.log(2.0 * math.log(width) / delta)
+            var_w = fstate[F_VARIANCE] / width
+            two_thirds_d = 2.0 / 3.0 * d_prime
             n0 = 0.0
             n1 = fstate[F_WIDTH]
             u0 = 0.0
@@ -204,14 +211,12 @@ def _check(totals, variances, counts, fstate, istate, delta, clock, min_window_l
                         done = True
                         break
                     delta_mean = (u0 / n0) - (u1 / n1)
-                    if (
-                        n1 >= min_window_length
-                        and n0 >= min_window_length
-                        and _cut_is_significant(
-                            n0, n1, delta_mean, delta, fstate[F_WIDTH], fstate[F_VARIANCE],
-                            min_window_length,
-                        )
-                    ):
+                    if n1 < min_window_length or n0 < min_window_length:
+                        continue
+                    m_inv = (1.0 / (n0 - min_window_length + 1.0)
+                             + 1.0 / (n1 - min_window_length + 1.0))
+                    eps = math.sqrt(2.0 * m_inv * var_w * d_prime) + two_thirds_d * m_inv
+                    if abs(delta_mean) > eps:  # _cut_is_significant, hoisted
                         again = True
                         detected = True
                         if fstate[F_WIDTH] > 0.0:

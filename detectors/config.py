@@ -19,7 +19,9 @@ class DetectorConfig:
     #: Events in the drift / confidence sliding window. 1000 resolves a 0.1 shift in a
     #: feature's CDF at a one-per-million false-alarm budget.
     window: int = 1000
-    #: Events between two tests of the window: bounds kernel cost and detection lag.
+    #: Events between two tests of the window: bounds kernel cost and detection lag. Also the
+    #: shortest window of the whitened mean-shift test (windows double from it up to
+    #: ``window``), the length at which its scaled-gamma calibration was checked to hold.
     step: int = 50
     #: Quantile bins per feature in baselines.
     bins: int = 16
@@ -27,7 +29,7 @@ class DetectorConfig:
     warmup_events: int = 2000
     #: Flood time scales (ms): bursts, short floods, sustained floods.
     flood_scales_ms: tuple[int, ...] = (1_000, 10_000, 60_000)
-    #: Slots of the per-(model, client) rate table; 72 bytes each. Least recently seen
+    #: Slots of the per-(model, client) rate table; 88 bytes each (3 scales). Least recently seen
     #: clients are evicted beyond it.
     client_capacity: int = 1 << 18
     #: Clients tracked by the extraction detector (power of two); about 5 kB + 8 bytes

@@ -3,14 +3,14 @@
 Every feature is binned on the baseline's quantiles; a sliding window of the model's
 last ``window`` events is compared with the baseline per feature (KS distance and PSI).
 The decision uses KS, whose threshold follows from the false-alarm budget by the DKW
-bound; PSI is reported alongside because many ML teams read it. A detection names the
+bound; PSI is reported alongside because many ML teams read it. Two faster tests run
+next to it on the same baseline: a per-feature CUSUM (:mod:`detectors.cusum`, sustained
+shifts of one feature) and a whitened multivariate mean-shift test over several window
+lengths (:mod:`detectors.whitened`, shifts spread over correlated features). A detection names the
 features that moved, how far (KS, PSI, mean shift in baseline standard deviations),
 and a multivariate summary (how many features moved, total PSI).
 
->>> import numpy as np
->>> import numpy as np
-
-from detectors.baseline import Profile
+>>> from detectors.baseline import Profile
 >>> from benchmarks.synthetic import make_block
 >>> ref = make_block(n=4000, d=4, seed=1)
 >>> det = DriftDetector(Profile.build(ref), DetectorConfig(window=500, step=50))
@@ -29,6 +29,7 @@ from detectors.baseline import Profile
 from detectors.block import EventBlock
 from detectors.config import DetectorConfig
 from detectors.detection import Detection, at_row
+from detectors.whitened import WhitenedShift
 from detectors.windowed import BaselineWindow
 
 
@@ -40,6 +41,9 @@ class DriftDetector:
     def __init__(self, profile: Profile, cfg: DetectorConfig) -> None:
         self.profile = profile
         self.window = BaselineWindow(profile.features, profile.n_ref, cfg)
+        # Profiles written before reference samples were stored have none: no shift test.
+        self.shift = (WhitenedShift(profile.features, profile.sample_rows(), profile.n_ref, cfg)
+                      if profile.sample else None)
 
     def snapshot(self) -> dict:
         """Frozen window state for a forensic record."""
@@ -78,6 +82,42 @@ class DriftDetector:
                 },
             ))
         out.extend(self._cusum(block))
+        out.extend(self._shift(block))
+        return out
+
+    def _shift(self, block: EventBlock) -> list[Detection]:
+        """Mean shifts spread over correlated features (whitened, several window lengths)."""
+        if self.shift is None:
+            return []
+        hits = self.shift.update(block.X, block.ts)
+        out = []
+        for h in range(len(hits)):
+            row = int(hits.rows[h])
+            moved = self.shift.moved(hits, h)
+            w = int(hits.scale[h])
+            names = ", ".join(f"{m['name']} {m['direction']} {abs(m['shift_in_std']):.2f} sd"
+                              for m in moved[:3])
+            out.append(at_row(
+                self.name, block, row,
+                score=float(hits.value[h]),
+                threshold=float(hits.threshold[h]),
+                window_start_ms=int(hits.window_start_ts[h]),
+                summary=(
+                    f"Input drift on model {block.model_id}@{block.model_version}: the mean "
+                    f"of the last {w} events moved away from the golden baseline across "
+                    f"correlated features (whitened shift), most {names}."
+                ),
+                evidence={
+                    "moved_features": moved,
+                    "n_features_moved": sum(m["over_threshold"] for m in moved),
+                    "n_features": int(block.X.shape[1]),
+                    "window_events": w,
+                    "calibration": {**self.window.calibration(),
+                                    "whitened": self.shift.calibration()},
+                    "baseline": {"n_ref": self.profile.n_ref, "source": self.profile.source},
+                    **triage(block, row, w, moved, self.profile),
+                },
+            ))
         return out
 
     def _cusum(self, block: EventBlock) -> list[Detection]:

@@ -149,6 +149,8 @@ def extraction_update(
     z = np.empty(d)
     p = np.empty(k)
     buf = np.empty(DISTANCES)
+    dd_buf = np.empty(HISTORY)
+    gd_buf = np.empty(GLOBAL)
     for i in range(n):
         t = ts[i]
         slot, fresh = find_slot(keys, last_seen, keys_in[i], t)
@@ -167,27 +169,36 @@ def extraction_update(
             z[j] = (X[i, j] - mean[j]) * inv_std[j]
             fsum[slot, j] += z[j]
             fsq[slot, j] += z[j] * z[j]
+        # projection, loops interchanged so the inner one runs over output dimensions
+        # (SIMD); each p[q] still adds its terms in feature order, bit for bit as before
         for q in range(k):
-            acc = 0.0
-            for j in range(d):
-                acc += z[j] * proj[j, q]
-            p[q] = acc
+            p[q] = 0.0
+        for j in range(d):
+            zj = z[j]
+            for q in range(k):
+                p[q] += zj * proj[j, q]
         h = _grid_hash(z, step)
         n_hist = c if c < HISTORY else HISTORY
+        # squared distances to the history, dimension by dimension: the inner loop runs
+        # over the history (``hist`` is stored dimension-major), each distance keeps its
+        # own summation order, so the nearest neighbour is the same as one query at a time
+        for r in range(HISTORY):
+            dd_buf[r] = 0.0
+        for q in range(k):
+            pq = p[q]
+            for r in range(HISTORY):
+                diff = pq - hist[slot, q, r]
+                dd_buf[r] += diff * diff
         best = np.inf
         dup = 0
         for r in range(n_hist):
-            dd = 0.0
-            for q in range(k):
-                diff = p[q] - hist[slot, r, q]
-                dd += diff * diff
-            if dd < best:
-                best = dd
+            if dd_buf[r] < best:
+                best = dd_buf[r]
             if hashes[slot, r] == h:
                 dup = 1
         pos = c % HISTORY
         for q in range(k):
-            hist[slot, pos, q] = p[q]
+            hist[slot, q, pos] = p[q]
         hashes[slot, pos] = h
         if c > 0:
             dist = math.sqrt(best)
@@ -212,18 +223,21 @@ def extraction_update(
         # the model's recent traffic, whoever sent it: is this query close to it?
         g_n = pop_meta[4] if pop_meta[4] < GLOBAL else GLOBAL
         kg = k if k < GLOBAL_DIMS else GLOBAL_DIMS
+        for r in range(GLOBAL):
+            gd_buf[r] = 0.0
+        for q in range(kg):
+            pq = p[q]
+            for r in range(GLOBAL):
+                diff = pq - g_hist[q, r]
+                gd_buf[r] += diff * diff
         gbest = np.inf
         for r in range(g_n):
-            dd = 0.0
-            for q in range(kg):
-                diff = p[q] - g_hist[r, q]
-                dd += diff * diff
-            if dd < gbest:
-                gbest = dd
+            if gd_buf[r] < gbest:
+                gbest = gd_buf[r]
         close = 1 if g_n == GLOBAL and math.sqrt(gbest) < close_thr else 0
         gp = pop_meta[4] % GLOBAL
         for q in range(kg):
-            g_hist[gp, q] = p[q]
+            g_hist[q, gp] = p[q]
         pop_meta[4] += 1
         # population window (all clients of the model), and its most recent POP_SHORT
         pp = pop_meta[0]
@@ -311,7 +325,8 @@ def extraction_update(
             nd = c - 1 if c - 1 < DISTANCES else DISTANCES
             for r in range(nd):
                 buf[r] = dists[slot, r]
-            srt = np.sort(buf[:nd])
+            srt = buf[:nd]
+            srt.sort()  # in place in the scratch copy: no allocation per test
             w = shapiro_w(srt, prada_a[nd - PRADA_MIN, :nd])
             lw = math.log(max(1.0 - w, 1e-12))
             zw = (lw - prada_mu) / prada_sd
@@ -546,7 +561,7 @@ class _ExtractionState:
         self.last_seen = np.zeros(cap, dtype=np.int64)
         self.last_report = np.zeros(cap, dtype=np.int64)
         self.nq = np.zeros(cap, dtype=np.int64)
-        self.hist = np.zeros((cap, HISTORY, min(PROJ, d)), dtype=np.float32)
+        self.hist = np.zeros((cap, min(PROJ, d), HISTORY), dtype=np.float32)  # dim-major
         self.hashes = np.zeros((cap, HISTORY), dtype=np.int64)
         self.dists = np.zeros((cap, DISTANCES), dtype=np.float32)
         self.flags = np.zeros((cap, FLAGS), dtype=np.uint8)
@@ -563,7 +578,7 @@ class _ExtractionState:
         # model-level test, event time of its last report, low-confidence count (short)
         self.pop_meta = np.array([0, 0, 0, 0, 0, 0, -(1 << 62), 0], dtype=np.int64)
         self.pop_key = np.zeros(POPULATION, dtype=np.int64)
-        self.g_hist = np.zeros((GLOBAL, min(GLOBAL_DIMS, d)), dtype=np.float32)
+        self.g_hist = np.zeros((min(GLOBAL_DIMS, d), GLOBAL), dtype=np.float32)
         # surprisal sum and sum of squares over the window, surprisal sum over the short one
         self.pop_sums = np.zeros(3, dtype=np.float64)
 

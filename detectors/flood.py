@@ -11,8 +11,22 @@ is the count such a client exceeds with probability at most ``alpha`` per event,
 ``alpha`` from the false-alarm budget. Bursts trip the short scale, sustained floods
 the long one.
 
-Memory: ``client_capacity x (24 + 16 x scales)`` bytes (72 B per client with 3 scales);
-1,000,000 clients take 72 MB.
+That alone misses a normally quiet client flooding at many times its own rate but below
+the busiest clients of a heavy-tailed population. So each client is also tested against
+its **own history**, measured in shares of the model's traffic (the model's event count is
+the clock, so a diurnal swing of the whole population moves every client alike and is not
+a flood). With ``n`` own events over the ``E`` model events before the current window
+(the record starts at the model's first event, or at the table's last eviction, so a new
+client's absence counts as history) and ``m`` model events in the window, the client's
+share has a Gamma(``n + 1/2``, ``E``) posterior (Jeffreys prior), so its count in the window
+is negative binomial; a count whose upper tail is below ``alpha`` fires. Two rules keep it
+honest: the history must span at least as many model events as the window (minimum
+history), and the count must exceed what the median baseline client reaches with
+probability ``alpha`` (population guard: a quiet client's ordinary burst is not a flood).
+Both tests share the budget (``alpha = 1 / (budget x scales x 2)``).
+
+Memory: ``client_capacity x (40 + 16 x scales)`` bytes (88 B per client with 3 scales);
+1,000,000 clients take 88 MB.
 
 >>> import numpy as np
 >>> from detectors.baseline import Profile
@@ -29,6 +43,8 @@ Memory: ``client_capacity x (24 + 16 x scales)`` bytes (72 B per client with 3 s
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -39,69 +55,143 @@ from detectors.client_table import block_client_keys, find_slot
 from detectors.config import DetectorConfig
 from detectors.detection import Detection
 
-BYTES_PER_SLOT_BASE = 24  # key, last seen, last report (int64 each)
+BYTES_PER_SLOT_BASE = 40  # key, last seen, last report, exposure start (int64), total (float64)
 BYTES_PER_SCALE = 16  # bucket id (int64) + current and previous counts (float32)
 
 
 @numba.njit(cache=True, nogil=True)
-def flood_update(
-    keys_in, ts, scales, thresholds, keys, last_seen, last_report, bucket, cur, prev,
-    report_interval, stats,
-):
-    """Count each event into its client's windows; return the rows that crossed a threshold.
+def nb_upper_tail_at_most(c, r, p, alpha):
+    """Whether ``P(C >= c) <= alpha`` for C negative binomial(r, p) (mean ``r p / (1 - p)``).
 
-    Returns ``(rows, scale_index, estimate)``. ``stats[0]`` counts evictions.
+    Sums the upper tail from ``c`` on (terms shrink geometrically once ``k`` passes the
+    mode); stops early as soon as the tail is known to exceed ``alpha``.
+    """
+    if c <= 0.0 or p >= 1.0:
+        return False
+    if p <= 0.0:
+        return True
+    k = math.floor(c)
+    lt = (math.lgamma(k + r) - math.lgamma(r) - math.lgamma(k + 1.0)
+          + k * math.log(p) + r * math.log1p(-p))
+    term = math.exp(lt)
+    total = term
+    for _ in range(1_000_000):
+        if total > alpha:
+            return False
+        term *= p * (k + r) / (k + 1.0)
+        k += 1.0
+        total += term
+        if term <= total * 1e-12:
+            break
+    return total <= alpha
+
+
+@numba.njit(cache=True, nogil=True)
+def _slide(bucket, cur, prev, s, t, scale):
+    """Count one event at ``t`` into a sliding window; return its estimated count."""
+    b = t // scale
+    cb = bucket[s]
+    if b == cb + 1:
+        prev[s] = cur[s]
+        cur[s] = 0.0
+        bucket[s] = b
+    elif b > cb + 1:
+        prev[s] = 0.0
+        cur[s] = 0.0
+        bucket[s] = b
+    cur[s] += 1.0
+    frac = (t - bucket[s] * scale) / scale
+    if frac < 0.0:
+        frac = 0.0
+    return cur[s] + prev[s] * (1.0 - frac)
+
+
+@numba.njit(cache=True, nogil=True)
+def flood_update(
+    keys_in, ts, scales, thresholds, guards, alpha_own, keys, last_seen, last_report, bucket,
+    cur, prev, total, start_n, m_bucket, m_cur, m_prev, model, report_interval, stats,
+):
+    """Count each event into its client's and the model's windows; return the alarms.
+
+    Two tests per event and scale: the client's count against the busiest baseline client
+    (``thresholds``), and, once the count passes ``guards``, against the client's own
+    history of shares of the model's traffic (negative-binomial tail <= ``alpha_own``).
+    ``model`` = (events seen, event count at the last eviction); ``stats[0]`` counts
+    evictions. Returns ``(rows, scale_index, estimate, signal, expected)`` with signal 0
+    for the population test and 1 for the own-history test, and ``expected`` the count the
+    client's history predicts (own-history alarms).
     """
     n = ts.shape[0]
     S = scales.shape[0]
     rows = np.empty(n, dtype=np.int64)
     which = np.empty(n, dtype=np.int64)
     est_out = np.empty(n, dtype=np.float64)
+    sig_out = np.empty(n, dtype=np.int64)
+    exp_out = np.empty(n, dtype=np.float64)
+    m_est = np.empty(S, dtype=np.float64)
     m = 0
     for i in range(n):
         t = ts[i]
+        model[0] += 1
+        if model[0] == 1:
+            for s in range(S):
+                m_bucket[s] = t // scales[s]
+        for s in range(S):
+            m_est[s] = _slide(m_bucket, m_cur, m_prev, s, t, scales[s])
         slot, fresh = find_slot(keys, last_seen, keys_in[i], t)
         if fresh:
             if last_seen[slot] != 0:
                 stats[0] += 1
+                model[1] = model[0]
             last_report[slot] = -(1 << 62)
+            # The client was absent since the model's first event or, when the table has
+            # evicted someone since, since that eviction (it may have been the evictee).
+            start_n[slot] = model[1]
+            total[slot] = 0.0
             for s in range(S):
                 bucket[slot, s] = t // scales[s]
                 cur[slot, s] = 0.0
                 prev[slot, s] = 0.0
         if t > last_seen[slot]:
             last_seen[slot] = t
+        total[slot] += 1.0
         worst = -1
         worst_ratio = 1.0
         worst_est = 0.0
+        signal = 0
+        expected = 0.0
         for s in range(S):
-            b = t // scales[s]
-            cb = bucket[slot, s]
-            if b == cb + 1:
-                prev[slot, s] = cur[slot, s]
-                cur[slot, s] = 0.0
-                bucket[slot, s] = b
-            elif b > cb + 1:
-                prev[slot, s] = 0.0
-                cur[slot, s] = 0.0
-                bucket[slot, s] = b
-            cur[slot, s] += 1.0
-            frac = (t - bucket[slot, s] * scales[s]) / scales[s]
-            if frac < 0.0:
-                frac = 0.0
-            est = cur[slot, s] + prev[slot, s] * (1.0 - frac)
+            est = _slide(bucket[slot], cur[slot], prev[slot], s, t, scales[s])
             ratio = est / thresholds[s]
             if ratio > worst_ratio:
                 worst_ratio = ratio
                 worst = s
                 worst_est = est
+                signal = 0
+            if worst < 0 and est > guards[s]:
+                hist_n = total[slot] - est
+                if hist_n < 0.0:
+                    hist_n = 0.0
+                hist_e = (model[0] - start_n[slot]) - m_est[s]
+                # Minimum history: the client's record (or absence) spans at least as many
+                # model events as the window itself.
+                if hist_e >= m_est[s] > 0.0:
+                    r = 0.5 + hist_n
+                    p = m_est[s] / (hist_e + m_est[s])
+                    if nb_upper_tail_at_most(est, r, p, alpha_own):
+                        worst = s
+                        worst_est = est
+                        signal = 1
+                        expected = r * m_est[s] / hist_e
         if worst >= 0 and t - last_report[slot] >= report_interval:
             last_report[slot] = t
             rows[m] = i
             which[m] = worst
             est_out[m] = worst_est
+            sig_out[m] = signal
+            exp_out[m] = expected
             m += 1
-    return rows[:m], which[:m], est_out[:m]
+    return rows[:m], which[:m], est_out[:m], sig_out[:m], exp_out[:m]
 
 
 class FloodDetector:
@@ -115,9 +205,16 @@ class FloodDetector:
             raise ValueError(f"client_capacity must be a power of two, got {cap}")
         self.profile = profile
         self.scales = np.asarray(profile.flood_scales_ms, dtype=np.int64)
-        self.alpha = 1.0 / (cfg.budget_events * len(self.scales))
+        # Two tests per scale share the budget (Bonferroni).
+        self.alpha = 1.0 / (cfg.budget_events * len(self.scales) * 2)
         self.thresholds = np.array(
             [poisson_upper(peak, self.alpha) for peak in profile.flood_peak], dtype=np.float64
+        )
+        # Population guard of the own-history test: what the median baseline client reaches
+        # with probability alpha. Below it a count is ordinary for the population whatever
+        # the client's own history says (sessions, a quiet client's normal burst).
+        self.guards = np.array(
+            [poisson_upper(med, self.alpha) for med in profile.flood_median], dtype=np.float64
         )
         self.report_interval = cfg.flood_report_interval_ms
         self.budget_events = cfg.budget_events
@@ -128,11 +225,22 @@ class FloodDetector:
         self.bucket = np.zeros((cap, S), dtype=np.int64)
         self.cur = np.zeros((cap, S), dtype=np.float32)
         self.prev = np.zeros((cap, S), dtype=np.float32)
+        self.total = np.zeros(cap, dtype=np.float64)
+        self.start_n = np.zeros(cap, dtype=np.int64)
+        self.m_bucket = np.zeros(S, dtype=np.int64)
+        self.m_cur = np.zeros(S, dtype=np.float64)
+        self.m_prev = np.zeros(S, dtype=np.float64)
+        self.model = np.zeros(2, dtype=np.int64)
         self.stats = np.zeros(1, dtype=np.int64)
 
     @staticmethod
     def bytes_per_client(n_scales: int) -> int:
         return BYTES_PER_SLOT_BASE + BYTES_PER_SCALE * n_scales
+
+    def slot_arrays(self) -> tuple[np.ndarray, ...]:
+        """Every per-client array (their bytes are ``capacity x bytes_per_client``)."""
+        return (self.keys, self.last_seen, self.last_report, self.start_n, self.total,
+                self.bucket, self.cur, self.prev)
 
     @property
     def evictions(self) -> int:
@@ -140,14 +248,21 @@ class FloodDetector:
 
     def update(self, block: EventBlock) -> list[Detection]:
         keys_in = block_client_keys(block)
-        rows, which, est = flood_update(
-            keys_in, block.ts, self.scales, self.thresholds, self.keys, self.last_seen,
-            self.last_report, self.bucket, self.cur, self.prev, self.report_interval, self.stats,
+        if len(block) == 0:
+            return []
+        rows, which, est, signal, expected = flood_update(
+            keys_in, np.ascontiguousarray(block.ts, dtype=np.int64), self.scales,
+            self.thresholds, self.guards, self.alpha, self.keys, self.last_seen,
+            self.last_report, self.bucket, self.cur, self.prev, self.total, self.start_n,
+            self.m_bucket, self.m_cur, self.m_prev, self.model, self.report_interval,
+            self.stats,
         )
         out = []
-        for r, s, e in zip(rows.tolist(), which.tolist(), est.tolist(), strict=True):
+        for r, s, e, sig, ex in zip(rows.tolist(), which.tolist(), est.tolist(),
+                                    signal.tolist(), expected.tolist(), strict=True):
             scale = int(self.scales[s])
-            thr = float(self.thresholds[s])
+            own = sig == 1
+            thr = float(self.guards[s] if own else self.thresholds[s])
             client = str(block.client_id[r])
             t = int(block.ts[r])
             out.append(Detection(
@@ -163,10 +278,16 @@ class FloodDetector:
                 timestamp_ms=t,
                 summary=(
                     f"Client {client} sent about {e:.0f} queries to model "
-                    f"{block.model_id}@{block.model_version} in {scale / 1000:g} s; the busiest "
-                    f"benign client in the baseline sent {self.profile.flood_peak[s]:.0f}."
+                    f"{block.model_id}@{block.model_version} in {scale / 1000:g} s; "
+                    + (f"its own history predicts about {ex:.1f} at the model's current "
+                       f"traffic (the median baseline client reaches {thr:.0f} at most)."
+                       if own else
+                       f"the busiest benign client in the baseline sent "
+                       f"{self.profile.flood_peak[s]:.0f}.")
                 ),
                 evidence={
+                    "signal": "own_history" if own else "population_peak",
+                    "expected_from_own_history": round(ex, 3) if own else None,
                     "scale_ms": scale,
                     "queries_in_window": round(e, 1),
                     "threshold_queries": thr,
@@ -175,7 +296,8 @@ class FloodDetector:
                     "baseline_median_client": round(self.profile.flood_median[s], 2),
                     "ratio_to_median": round(e / max(self.profile.flood_median[s], 1e-9), 1),
                     "calibration": {
-                        "model": "poisson_at_busiest_baseline_client",
+                        "model": ("negative_binomial_on_own_share_of_model_traffic" if own
+                                  else "poisson_at_busiest_baseline_client"),
                         "alpha_per_event": self.alpha,
                         "budget_events_per_false_alarm": self.budget_events,
                     },

@@ -82,6 +82,16 @@ def _utf8_ok(s: str) -> bool:
     return True
 
 
+def _all_utf8_ok(strings: Sequence[str]) -> bool:
+    """:func:`_utf8_ok` of every string, in one pass over their concatenation.
+
+    A lone surrogate stays one after joining (Python strings never pair surrogates), so the
+    joined string fails exactly when one of the parts does; one ``isascii`` over a batch's
+    ids replaces thousands of Python calls.
+    """
+    return _utf8_ok("".join(strings))
+
+
 def _plausible(ev: dict[str, Any]) -> bool:
     """Cheap check that an event could pass numeric validation (to fix a new model's shape)."""
     conf = ev.get("confidence")
@@ -170,7 +180,7 @@ class Decoder:
         strings = [ev[f] for f in ("event_id", "model_id", "model_version", "client_id")]
         if type(ev["prediction"]) is str:
             strings.append(ev["prediction"])
-        if not all(map(_utf8_ok, strings)):
+        if not _all_utf8_ok(strings):
             raise _Invalid("bad_encoding", "a string field holds an unpaired UTF-16 surrogate")
         ts = ev["timestamp_ms"]
         if type(ts) is not int:
@@ -329,8 +339,7 @@ class Decoder:
             )
         if "" in rec["event_ids"] or "" in rec["client_ids"]:
             raise _Invalid("bad_value", "event_ids and client_ids must not be empty")
-        if not all(map(_utf8_ok, rec["event_ids"])) or not all(
-                map(_utf8_ok, rec["client_ids"])):
+        if not _all_utf8_ok(rec["event_ids"]) or not _all_utf8_ok(rec["client_ids"]):
             raise _Invalid("bad_encoding", "an id holds an unpaired UTF-16 surrogate")
         ts = np.asarray(rec["timestamps_ms"], dtype=np.int64)
         if ts.min() < 0 or ts.max() > MAX_TIMESTAMP_MS:

@@ -18,9 +18,11 @@ from detectors.baseline import Profile
 from detectors.block import ModelKey
 from streams.bulk import run_bulk_ingest
 from streams.chain import HashChain
+from streams.checkpoint import PartitionReader
 from streams.metrics import WorkerMetrics
 from streams.pipeline import Message, Pipeline, StepOutput
 from streams.records import decode_incident
+from streams.security import faust_broker_credentials
 from streams.settings import Settings
 
 log = logging.getLogger("inferwatch")
@@ -33,6 +35,7 @@ def create_app(settings: Settings, profiles: dict[ModelKey, Profile]) -> faust.A
     app = faust.App(
         settings.app_id,
         broker=settings.broker,
+        broker_credentials=faust_broker_credentials(settings),
         store="memory://",
         web_enabled=False,
         datadir=str(state_dir),
@@ -148,25 +151,17 @@ def create_app(settings: Settings, profiles: dict[ModelKey, Profile]) -> faust.A
 
 def resume_chains(settings: Settings, chain: HashChain) -> None:
     """Continue each partition's hash chain from the last record already on the topic."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap(), group_id=None,
-                             enable_auto_commit=False, **settings.kafka_client_config())
+    reader = PartitionReader(settings.bootstrap(), **settings.kafka_client_config())
     try:
-        parts = consumer.partitions_for_topic(settings.topic_incidents) or set()
-        tps = [TopicPartition(settings.topic_incidents, p) for p in parts]
-        ends = consumer.end_offsets(tps) if tps else {}
-        for tp, end in ends.items():
-            if end == 0:
-                continue
-            consumer.assign([tp])
-            consumer.seek(tp, end - 1)
-            for msg in consumer.poll(timeout_ms=5000).get(tp, []):
+        parts = reader.consumer.partitions_for_topic(settings.topic_incidents) or set()
+        for p in sorted(parts):
+            end = reader.end(settings.topic_incidents, p)
+            for msg in reader.read(settings.topic_incidents, p, end - 1, end) if end else []:
                 link = decode_incident(msg.value).get("chain")
                 if link:
-                    chain.resume(tp.partition, link["seq"], link["hash"])
+                    chain.resume(p, link["seq"], link["hash"])
     finally:
-        consumer.close()
+        reader.close()
 
 
 def run_worker(settings: Settings, profiles: dict[ModelKey, Profile]) -> None:

@@ -64,21 +64,42 @@ class ShardedIngest:
         self.dirty = False
         self.last_checkpoint = time.monotonic()
         self.counters: Counter = Counter()
+        #: Id of the checkpoint this worker wrote last, per shard.
+        self.last_written: dict[int, str] = {}
+        #: Shards revoked from this worker, kept in memory in case they come back (a
+        #: rebalance that returns them, or a broker that lost its data in an outage).
+        self.suspended: dict[int, tuple[Any, dict[tuple[str, int], int]]] = {}
+        #: Ids of the input topics the held offsets refer to.
+        self.topic_ids: dict[str, str] = {}
 
     # -- checkpoints ---------------------------------------------------------------------
 
     def _checkpoint_shard(self, r: int) -> None:
         sh = self.pipeline.shards[r]
         end = self.reader.end(self.settings.topic_incidents, r)
-        self.store.write(ShardCheckpoint(r, sh.engine, self.pipeline.shard_offsets(r), end))
+        self.last_written[r] = self.store.write(
+            ShardCheckpoint(r, sh.engine, self.pipeline.shard_offsets(r), end,
+                            topic_ids=dict(self.topic_ids)))
         self.counters["checkpoints"] += 1
 
-    async def checkpoint(self) -> None:
-        """Make every held shard durable, then commit the offsets the checkpoints cover."""
-        await self.flush()  # records of the steps so far are on the broker first
+    async def checkpoint(self) -> bool:
+        """Make every held shard durable, then commit the offsets the checkpoints cover.
+
+        Returns False (and commits nothing) when the broker did not take the checkpoint,
+        e.g. during an outage; the state stays in memory and the next attempt follows
+        after ``checkpoint_interval_s``.
+        """
+        self.last_checkpoint = time.monotonic()
         shards = sorted(self.pipeline.shards)
-        for r in shards:
-            self._checkpoint_shard(r)
+        try:
+            await self.flush()  # records of the steps so far are on the broker first
+            for r in shards:
+                self._checkpoint_shard(r)
+        except Exception as exc:  # noqa: BLE001 - never crash the worker over a checkpoint
+            self.counters["checkpoint_failures"] += 1
+            log.error("checkpoint failed (%s: %s); offsets not committed, will retry",
+                      type(exc).__name__, exc)
+            return False
         offsets = {TopicPartition(t, p): off for r in shards
                    for (t, p), off in self.pipeline.shard_offsets(r).items()}
         if offsets and self.consumer is not None:
@@ -88,11 +109,26 @@ class ShardedIngest:
                 log.warning("offset commit after checkpoint failed (%s); the checkpoint "
                             "still holds the position", exc)
         self.dirty = False
-        self.last_checkpoint = time.monotonic()
+        return True
 
-    def _restore(self, r: int) -> dict[TopicPartition, int]:
-        """Load shard ``r`` from its newest checkpoint; return where its input resumes."""
-        ckpt = self.store.load(r)
+    def _restore(self, r: int) -> tuple[dict[TopicPartition, int], dict[str, str]]:
+        """Load shard ``r`` from its newest checkpoint; return where its input resumes.
+
+        A shard this worker still has in memory is kept when nothing newer than its own
+        last checkpoint is on the topic (it came back after a rebalance, or the broker
+        lost the checkpoint topic in an outage).
+        """
+        mine = self.last_written.get(r)
+        ckpt_id, ckpt = self.store.newest(r, known_id=mine if r in self.suspended else None)
+        if r in self.suspended and (ckpt_id is None or ckpt_id == mine):
+            shard, offsets = self.suspended.pop(r)
+            self.pipeline.shards[r] = shard
+            self.pipeline.next_offsets.update(offsets)
+            log.info("shard %d continues from memory", r)
+            self.counters["resumed_from_memory"] += 1
+            return {TopicPartition(t, p): off for (t, p), off in offsets.items()}, \
+                dict(self.topic_ids)
+        self.suspended.pop(r, None)
         inc_topic = self.settings.topic_incidents
         end = self.reader.end(inc_topic, r)
         start = ckpt.incidents_end if ckpt else end
@@ -117,7 +153,8 @@ class ShardedIngest:
                  f"restored from checkpoint of {ckpt.written_ms}" if ckpt else "starts empty",
                  len(tail))
         self.counters["restores"] += 1
-        return {TopicPartition(t, p): off for (t, p), off in offsets.items()}
+        return ({TopicPartition(t, p): off for (t, p), off in offsets.items()},
+                ckpt.topic_ids if ckpt else {})
 
     # -- rebalance -----------------------------------------------------------------------
 
@@ -128,19 +165,38 @@ class ShardedIngest:
                 return
             await self.checkpoint()
             for r in gone:
+                self.suspended[r] = (self.pipeline.shards[r], self.pipeline.shard_offsets(r))
                 self.pipeline.drop_shard(r)
             log.info("shards %s handed over", sorted(gone))
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self.lock:
+            current = {t: self.reader.topic_id(t) for t in {tp.topic for tp in assigned}}
             for r in sorted({tp.partition for tp in assigned}):
-                if r in self.pipeline.shards:
-                    continue
-                positions = self._restore(r)
+                if r in self.pipeline.shards:  # kept through the rebalance: resume exactly
+                    positions = {TopicPartition(t, p): off for (t, p), off
+                                 in self.pipeline.shard_offsets(r).items()}
+                    ids = dict(self.topic_ids)
+                else:
+                    positions, ids = self._restore(r)
                 assert self.consumer is not None
                 for tp in assigned:
-                    if tp.partition == r and tp in positions:
+                    if tp.partition != r or tp not in positions:
+                        continue
+                    end = self.reader.end(tp.topic, tp.partition)
+                    was, now = ids.get(tp.topic), current.get(tp.topic)
+                    if positions[tp] > end or (was and now and was != now):
+                        # the offsets belong to an earlier incarnation of the topic (it was
+                        # recreated, or the broker lost its data): read the new one whole
+                        log.warning("%s/%d is not the log the state has read (id %s -> %s, "
+                                    "end %d, position %d): reading it from the start",
+                                    tp.topic, tp.partition, was, now, end, positions[tp])
+                        self.counters["input_logs_replaced"] += 1
+                        self.pipeline.next_offsets[(tp.topic, tp.partition)] = 0
+                        await self.consumer.seek_to_beginning(tp)
+                    else:
                         self.consumer.seek(tp, positions[tp])
+            self.topic_ids.update({t: i for t, i in current.items() if i})
             log.info("holding shards %s", sorted(self.pipeline.shards))
 
     # -- main loop -----------------------------------------------------------------------

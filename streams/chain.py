@@ -98,7 +98,13 @@ def read_chain(bootstrap: str, topic: str, timeout_s: float = 30.0,
         if not parts:
             raise ValueError(f"topic {topic!r} does not exist on {bootstrap}")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        ends = consumer.end_offsets(tps)
+        from streams.checkpoint import PartitionReader
+
+        reader = PartitionReader(bootstrap, **client_config)
+        try:  # the true log ends (ListOffsets can fall short on the embedded broker)
+            ends = {tp: reader.end(tp.topic, tp.partition) for tp in tps}
+        finally:
+            reader.close()
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         out: list[tuple[int, int, dict[str, Any]]] = []

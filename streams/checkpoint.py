@@ -111,6 +111,9 @@ class ShardCheckpoint:
     #: records after it were published from state newer than this checkpoint.
     incidents_end: int
     written_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    #: Topic ids of the input topics when the offsets were taken: a different id later
+    #: means the topic was recreated and the offsets no longer apply.
+    topic_ids: dict[str, str] = field(default_factory=dict)
 
 
 class PartitionReader:
@@ -122,9 +125,33 @@ class PartitionReader:
                                       fetch_max_bytes=64 << 20,
                                       max_partition_fetch_bytes=16 << 20, **client_config)
 
-    def end(self, topic: str, partition: int) -> int:
+    def topic_id(self, topic: str) -> str | None:
+        """The broker's current id of ``topic`` (fresh metadata), or None if unknown."""
+        self.consumer.topics()  # forces a metadata request
+        tid = self.consumer._client.cluster.topic_id(topic)  # noqa: SLF001 - no public API
+        return str(tid) if tid else None
+
+    def end(self, topic: str, partition: int, timeout_s: float = 30.0) -> int:
+        """The partition's log end offset, from a fetch response's high watermark.
+
+        Not ListOffsets alone: the embedded broker answers it with the first offset of
+        the last record batch plus one, short of the real end whenever that batch holds
+        several records (see ``benchmarks/changelog_probe.py``). The listed offset is
+        still a safe place to fetch from, and the fetch response carries the true end.
+        """
         tp = TopicPartition(topic, partition)
-        return int(self.consumer.end_offsets([tp])[tp])
+        listed = int(self.consumer.end_offsets([tp])[tp])
+        if listed == 0:
+            return 0
+        self.consumer.assign([tp])
+        self.consumer.seek(tp, listed - 1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.consumer.poll(timeout_ms=200, max_records=1)
+            hw = self.consumer.highwater(tp)
+            if hw is not None:
+                return int(hw)
+        raise CheckpointError(f"no high watermark for {topic}/{partition} in {timeout_s} s")
 
     def read(self, topic: str, partition: int, start: int, stop: int,
              timeout_s: float = 30.0) -> list[Any]:
@@ -155,14 +182,32 @@ class CheckpointStore:
                  **client_config: Any) -> None:
         self.topic = topic
         self.key = key
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0,
-                                      max_request_size=CHUNK_BYTES + 64 * 1024,
-                                      **client_config)
+        self._bootstrap, self._client_config = bootstrap, client_config
+        self.producer = self._new_producer()
         self.reader = PartitionReader(bootstrap, **client_config)
         self.bytes_written = 0
 
+    def _new_producer(self) -> KafkaProducer:
+        # Not idempotent: a broker that lost its state (the memory-only embedded broker
+        # after an outage) makes an idempotent producer fail for good; a checkpoint is
+        # recognised by its id and digest, so a repeated chunk does no harm.
+        return KafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
+                             enable_idempotence=False,
+                             max_request_size=CHUNK_BYTES + 64 * 1024, **self._client_config)
+
     def write(self, ckpt: ShardCheckpoint) -> str:
-        """Write ``ckpt`` and wait until the broker acknowledged every chunk."""
+        """Write ``ckpt`` and wait until the broker acknowledged every chunk.
+
+        On failure the producer is replaced, so the next attempt starts clean.
+        """
+        try:
+            return self._write(ckpt)
+        except Exception:
+            self.producer.close(timeout=1)
+            self.producer = self._new_producer()
+            raise
+
+    def _write(self, ckpt: ShardCheckpoint) -> str:
         blob = encode_state(ckpt, self.key)
         ckpt_id = uuid.uuid4().hex
         futures = [
@@ -178,6 +223,15 @@ class CheckpointStore:
 
     def load(self, shard: int) -> ShardCheckpoint | None:
         """The newest complete, verified checkpoint of ``shard``, or None."""
+        return self.newest(shard)[1]
+
+    def newest(self, shard: int, known_id: str | None = None
+               ) -> tuple[str | None, ShardCheckpoint | None]:
+        """``(id, checkpoint)`` of the newest complete checkpoint of ``shard``.
+
+        When its id is ``known_id`` (the one this worker wrote last) the state is not read
+        again: ``(known_id, None)``. ``(None, None)`` when the shard has no checkpoint.
+        """
         end = self.reader.end(self.topic, shard)
         pos = end - 1
         while pos >= 0:
@@ -187,6 +241,8 @@ class CheckpointStore:
                 pos -= 1  # not the last chunk of a checkpoint: an interrupted write
                 continue
             ckpt_id, _, n = info
+            if ckpt_id == known_id:
+                return ckpt_id, None
             msgs = self.reader.read(self.topic, shard, pos - n + 1, pos + 1)
             ids = [(_chunk_info(m.headers) or ("", -1, -1)) for m in msgs]
             if len(msgs) == n and all(c[0] == ckpt_id and c[1] == i for i, c in enumerate(ids)):
@@ -198,9 +254,9 @@ class CheckpointStore:
                     continue
                 state = decode_state(blob)
                 if isinstance(state, ShardCheckpoint) and state.shard == shard:
-                    return state
+                    return ckpt_id, state
             pos -= 1
-        return None
+        return None, None
 
     def close(self) -> None:
         self.producer.close()

@@ -112,11 +112,13 @@ def reference_profile(rng: np.random.Generator, rate: float, seq: list[int]) -> 
 
 
 def _count(bootstrap: str, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    tp = TopicPartition(topic, 0)
-    n = consumer.end_offsets([tp])[tp]
-    consumer.close()
-    return int(n)
+    from streams.checkpoint import PartitionReader
+
+    reader = PartitionReader(bootstrap)
+    try:
+        return reader.end(topic, 0)
+    finally:
+        reader.close()
 
 
 def run_demo(seconds: float = 60.0, rate: float = 400.0, quiet: bool = False) -> int:

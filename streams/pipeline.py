@@ -211,10 +211,8 @@ class Pipeline:
                 run.append(m)
             if run:
                 self._run(run, out)
-        for m in messages:
-            key = (m.topic, m.partition)
-            if m.offset + 1 > self.next_offsets.get(key, 0):
-                self.next_offsets[key] = m.offset + 1
+        for m in messages:  # in offset order per partition; the last one wins
+            self.next_offsets[(m.topic, m.partition)] = m.offset + 1
         if self.metrics is not None:
             self.metrics.observe_step(
                 Counter(m.topic for m in messages),

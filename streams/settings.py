@@ -77,6 +77,23 @@ class Settings(BaseSettings):
     client_id_hmac_key: SecretStr | None = Field(
         None, description="When set, client ids in every published record are replaced by "
         "HMAC-SHA256(key, client_id).")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client connects: PLAINTEXT, SSL (TLS), "
+        "SASL_PLAINTEXT or SASL_SSL (SASL over TLS).")
+    ssl_cafile: Path | None = Field(
+        None, description="PEM CA bundle that signs the broker certificate (SSL/SASL_SSL; "
+        "default: the system store). The broker host name is always checked.")
+    ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate, for brokers that require mutual TLS "
+        "(with ssl_keyfile).")
+    ssl_keyfile: Path | None = Field(
+        None, description="PEM private key of ssl_certfile (unencrypted).")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (SASL_PLAINTEXT/SASL_SSL). PLAIN "
+        "sends the password itself: use it only with SASL_SSL.")
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password (never logged or printed).")
     extraction_capacity: int = Field(_D.extraction_capacity, description="Clients tracked "
                                      "for extraction per model (power of two, ~5 kB each).")
     session_timeout_s: float = Field(10.0, description="Consumer group session timeout.")
@@ -101,12 +118,16 @@ class Settings(BaseSettings):
         return self.data_dir or Path(tempfile.gettempdir()) / "inferwatch" / f"{self.app_id}-data"
 
     def kafka_client_config(self) -> dict:
-        """Extra kafka-python client settings (transport security goes here)."""
-        return {}
+        """Extra kafka-python client settings: transport security (``{}`` for PLAINTEXT)."""
+        from streams import security
+
+        return security.kafka_python_config(self)
 
     def aiokafka_client_config(self) -> dict:
-        """Extra aiokafka client settings (transport security goes here)."""
-        return {}
+        """Extra aiokafka client settings: transport security (``{}`` for PLAINTEXT)."""
+        from streams import security
+
+        return security.aiokafka_config(self)
 
     def bootstrap(self) -> str:
         """``host:port[,host:port]`` for kafka-python from the ``kafka://`` URL."""

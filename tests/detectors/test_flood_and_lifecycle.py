@@ -15,8 +15,7 @@ def test_rotating_client_ids_stay_within_the_table() -> None:
     ref = make_block(n=5000, n_clients=50, interval_ms=20, seed=1)
     cfg = DetectorConfig(client_capacity=1024)
     det = FloodDetector(Profile.build(ref), cfg)
-    nbytes = sum(a.nbytes for a in (det.keys, det.last_seen, det.last_report, det.bucket,
-                                    det.cur, det.prev))
+    nbytes = sum(a.nbytes for a in det.slot_arrays())
     blk = make_block(n=50_000, n_clients=10**9, interval_ms=1, seed=2, start_ms=int(ref.ts[-1]))
     det.update(blk)
     assert det.evictions > 40_000

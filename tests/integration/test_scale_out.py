@@ -16,7 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
 
 from benchmarks.synthetic import make_block
 from detectors.baseline import Profile, save_profiles
@@ -24,6 +23,7 @@ from detectors.block import EventBlock
 from detectors.config import DetectorConfig
 from detectors.engine import DetectionEngine
 from streams.broker import EmbeddedBroker
+from streams.checkpoint import PartitionReader
 from streams.pipeline import content_hash
 from streams.records import decode_incident
 from streams.sharding import shard_of
@@ -141,21 +141,19 @@ def test_two_workers_same_incidents_as_one_core(broker: EmbeddedBroker, tmp_path
 
 def _wait_all(settings, workers: list[Worker]) -> tuple[dict, dict]:
     """Wait until the input and the repartition topic are fully checkpointed."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap(), group_id=None)
+    reader = PartitionReader(settings.bootstrap())
     try:
         deadline = time.monotonic() + 120
         while True:
-            ends = {}
-            for topic in (settings.topic_events, settings.repartition_topic()):
-                tps = [TopicPartition(topic, p) for p in range(SHARDS)]
-                ends.update({(tp.topic, tp.partition): off
-                             for tp, off in consumer.end_offsets(tps).items()})
+            ends = {(t, p): reader.end(t, p) for t in (settings.topic_events,
+                                                        settings.repartition_topic())
+                    for p in range(SHARDS)}
             ckpts = wait_checkpointed(settings, ends, timeout_s=max(deadline - time.monotonic(),
                                                                    1), workers=workers)
             time.sleep(2)  # anything forwarded meanwhile?
-            again = {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(
-                [TopicPartition(settings.repartition_topic(), p) for p in range(SHARDS)]).items()}
+            again = {(t, p): reader.end(t, p) for t, p in ends
+                     if t == settings.repartition_topic()}
             if all(ends[k] == v for k, v in again.items()):
                 return ckpts, ends
     finally:
-        consumer.close()
+        reader.close()
