@@ -33,6 +33,18 @@ either side of it, seeded for reproducibility; on the benign population all thre
 the first ``river_population_events`` events. False alarms of a capped run are per
 million of the events it saw, for the columns it saw.
 
+Default parameters put river's detectors at very different false-alarm rates from
+inferwatch's budget (one per 10^6 benign events), and a detector that alarms often also
+'detects' fast by chance. So each river detector also runs **at the budget** (columns
+``<name> @budget``): its rate-setting parameter (PageHinkley ``threshold``, ADWIN
+``delta``, KSWIN ``alpha``) is calibrated per stream on the scenario's benign reference
+only, so that the same per-column, alarm-if-any-column stream raises at most one alarm
+per ``DetectorConfig.budget_events`` benign events; see :mod:`benchmarks.river_calibration`
+for how (a bootstrap simulation of ``calibration_events`` reference rows for PageHinkley
+and ADWIN, a union bound for KSWIN). The quick size simulates fewer events (a looser
+budget, stated in the JSON). Only the first alarm after the onset matters for the delay,
+so each column's detector stops there (the false alarms before the onset are all counted).
+
 ``python -m benchmarks.quality [--quick] [--out DIR] [--seed N]`` writes ``quality.json``
 and ``quality.md`` to ``DIR`` (default ``bench-out/``) and prints the table.
 """
@@ -44,6 +56,7 @@ import json
 import math
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -51,6 +64,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.river_calibration import (
+    FULL_CALIBRATION_EVENTS,
+    QUICK_CALIBRATION_EVENTS,
+    calibrate,
+)
 from benchmarks.scenarios import SCENARIOS, SIZES, Scenario, build, chunks, event_index
 from detectors.baseline import Profile
 from detectors.block import EventBlock, score_summaries
@@ -59,10 +77,17 @@ from detectors.config import DetectorConfig
 from detectors.engine import DetectionEngine
 
 RIVER_CAPS = {
-    "quick": {"kswin_columns": 1, "kswin_events": 600, "river_population_events": 30_000},
-    "full": {"kswin_columns": 2, "kswin_events": 1_500, "river_population_events": 200_000},
+    "quick": {"kswin_columns": 1, "kswin_events": 600, "river_population_events": 30_000,
+              "calibration_events": QUICK_CALIBRATION_EVENTS},
+    "full": {"kswin_columns": 2, "kswin_events": 1_500, "river_population_events": 200_000,
+             "calibration_events": FULL_CALIBRATION_EVENTS},
 }
 RIVER_DETECTORS = ("ADWIN", "KSWIN", "PageHinkley")
+BUDGET_SUFFIX = " @budget"
+RIVER_BUDGET_DETECTORS = tuple(d + BUDGET_SUFFIX for d in RIVER_DETECTORS)
+# Tag of the calibration bootstrap's random stream, so that it never shares draws with the
+# scenario generators (which are seeded by (seed, crc32(name)) alone).
+_CALIBRATION_RNG_TAG = 1
 
 
 # --------------------------------------------------------------------------------------
@@ -229,8 +254,10 @@ def effect_size(sc: Scenario, full: EventBlock, cfg: DetectorConfig) -> dict[str
 # --------------------------------------------------------------------------------------
 # river
 # --------------------------------------------------------------------------------------
-def _river_matrix(sc: Scenario, full: EventBlock, stop: int) -> tuple[np.ndarray, list[str]]:
-    """The first ``stop`` events' series, standardised on the reference."""
+def _river_matrix(
+    sc: Scenario, full: EventBlock, stop: int
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The first ``stop`` events' series and the reference, standardised on the reference."""
     if sc.river_series == "confidence":
         M, R, names = full.confidence[:stop, None], sc.reference.confidence[:, None], ["confidence"]
     else:
@@ -239,21 +266,34 @@ def _river_matrix(sc: Scenario, full: EventBlock, stop: int) -> tuple[np.ndarray
     R = R.astype(np.float64)
     mu, sd = R.mean(axis=0), R.std(axis=0)
     sd[sd == 0] = 1.0
-    return (M.astype(np.float64) - mu) / sd, names
+    return (M.astype(np.float64) - mu) / sd, names, (R - mu) / sd
 
 
-def _alarm_indices(factory, Z: np.ndarray, start: int) -> np.ndarray:
-    """Global indices where any column's detector fired (columns run independently)."""
+def _alarm_indices(factory, Z: np.ndarray, start: int, onset: int | None) -> np.ndarray:
+    """Global indices where any column's detector fired (columns run independently).
+
+    Every alarm before ``onset`` is returned, and after it only the earliest (all that the
+    delay needs): a column stops at its first alarm at or after the onset, and no column
+    runs past the earliest such alarm found so far. Without an onset every alarm counts.
+    """
     hits: set[int] = set()
+    first_post: int | None = None
     for j in range(Z.shape[1]):
         col = Z[:, j]
         if col.size and col.min() == col.max():
             continue  # a constant column cannot fire any of them
+        if first_post is not None:
+            col = col[: first_post - start]
         det = factory()
         for i, v in enumerate(col.tolist()):
             det.update(v)
             if det.drift_detected:
+                if onset is not None and start + i >= onset:
+                    first_post = start + i
+                    break
                 hits.add(start + i)
+    if first_post is not None:
+        hits.add(first_post)
     return np.array(sorted(hits), dtype=np.int64)
 
 
@@ -285,22 +325,41 @@ def _score_alarms(
     return out
 
 
-def run_river(sc: Scenario, full: EventBlock, size: str, seed: int) -> dict[str, Any] | None:
-    """river's ADWIN, KSWIN and PageHinkley on the scenario's series (None if n/a)."""
+def run_river(
+    sc: Scenario, full: EventBlock, size: str, seed: int, budget_events: float,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """river's ADWIN, KSWIN and PageHinkley on the scenario's series (None if n/a).
+
+    Each runs with default parameters (``ADWIN``, ...) and calibrated to inferwatch's
+    false-alarm budget of one per ``budget_events`` benign events (``ADWIN @budget``, ...;
+    :mod:`benchmarks.river_calibration`). Returns the results by detector and the
+    calibration (parameters, simulated events, seconds).
+    """
     if sc.river_series is None:
-        return None
+        return None, None
     from river import drift
 
     caps = RIVER_CAPS[size]
     onset = sc.onset_index
     n = len(full) if onset is not None else min(len(full), caps["river_population_events"])
-    Z, names = _river_matrix(sc, full, n)
-    end = n
+    Z, names, R = _river_matrix(sc, full, n)
+    rng = np.random.default_rng([seed, zlib.crc32(sc.name.encode()), _CALIBRATION_RNG_TAG])
+    cal = calibrate(R, caps["calibration_events"], budget_events, rng)
+    ph_thr, ad_delta = cal["PageHinkley"]["threshold"], cal["ADWIN"]["delta"]
+    kw_alpha = cal["KSWIN"]["alpha"]
     out: dict[str, Any] = {}
-    for name, factory in (("ADWIN", drift.ADWIN), ("PageHinkley", drift.PageHinkley)):
+    runs = (
+        ("ADWIN", drift.ADWIN, ""),
+        ("PageHinkley", drift.PageHinkley, ""),
+        ("ADWIN" + BUDGET_SUFFIX, lambda: drift.ADWIN(delta=ad_delta), f"delta={ad_delta:.3g}"),
+        ("PageHinkley" + BUDGET_SUFFIX, lambda: drift.PageHinkley(threshold=ph_thr),
+         f"threshold={ph_thr:.4g}"),
+    )
+    for name, factory, note in runs:
         t0 = time.perf_counter()
-        alarms = _alarm_indices(factory, Z[:end], 0)
-        out[name] = _score_alarms(sc, full, alarms, 0, end, names, time.perf_counter() - t0)
+        alarms = _alarm_indices(factory, Z, 0, onset)
+        out[name] = _score_alarms(sc, full, alarms, 0, n, names, time.perf_counter() - t0,
+                                  note)
     # KSWIN: a capped segment and the most-moved columns.
     k, half = caps["kswin_columns"], caps["kswin_events"]
     if onset is None:
@@ -313,11 +372,19 @@ def run_river(sc: Scenario, full: EventBlock, size: str, seed: int) -> dict[str,
         cols = [int(j) for j in np.argsort(-moved, kind="stable")[:k]]
         note = (f"events [{lo}, {hi}), the {len(cols)} most-moved column(s) after onset "
                 "(oracle choice)")
-    t0 = time.perf_counter()
-    alarms = _alarm_indices(lambda: drift.KSWIN(seed=seed), Z[lo:hi][:, cols], lo)
-    out["KSWIN"] = _score_alarms(sc, full, alarms, lo, hi, [names[j] for j in cols],
-                                 time.perf_counter() - t0, note)
-    return out
+    for name, alpha, extra in (("KSWIN", None, ""),
+                               ("KSWIN" + BUDGET_SUFFIX, kw_alpha, f"; alpha={kw_alpha:.3g}")):
+        def factory(alpha: float | None = alpha) -> Any:
+            if alpha is None:
+                return drift.KSWIN(seed=seed)
+            return drift.KSWIN(alpha=alpha, seed=seed)
+
+        t0 = time.perf_counter()
+        alarms = _alarm_indices(factory, Z[lo:hi][:, cols], lo, onset)
+        out[name] = _score_alarms(sc, full, alarms, lo, hi, [names[j] for j in cols],
+                                  time.perf_counter() - t0, note + extra)
+    order = RIVER_DETECTORS + RIVER_BUDGET_DETECTORS
+    return {name: out[name] for name in order}, cal
 
 
 # --------------------------------------------------------------------------------------
@@ -330,7 +397,8 @@ def run_scenario(
     full = sc.concat()
     records, engine_stats = run_engine(sc, cfg, block_size, full)
     t0 = time.perf_counter()
-    river_out = run_river(sc, full, size, seed) if river else None
+    river_out, river_cal = (run_river(sc, full, size, seed, cfg.budget_events) if river
+                            else (None, None))
     river_s = time.perf_counter() - t0
     return {
         "name": sc.name,
@@ -351,6 +419,7 @@ def run_scenario(
         "inferwatch": evaluate(sc, full, records),
         "engine": engine_stats,
         "river": river_out,
+        "river_calibration": river_cal,
         "river_seconds": round(river_s, 2),
     }
 
@@ -373,6 +442,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
               if r["onset_index"] is not None and not r["inferwatch"]["detected"]]
     return {
         "drift_delay": drift_delays(rows),
+        "river_false_alarms": river_false_alarms(rows),
         "scenarios": len(rows),
         "benign_events": benign,
         "false_alarms": fa,
@@ -381,6 +451,25 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "detected_by_tier": by_tier,
         "missed": missed,
     }
+
+
+def river_false_alarms(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each river detector's false alarms over all the benign events it saw.
+
+    Benign events: before the onset of every model-level scenario river runs on, and the
+    benign population's capped stream (KSWIN: its capped segments). The at-budget
+    detectors should stay near one per million here, as inferwatch does.
+    """
+    out: dict[str, Any] = {}
+    for name in RIVER_DETECTORS + RIVER_BUDGET_DETECTORS:
+        res = [r["river"][name] for r in rows if r["river"] and name in r["river"]]
+        if not res:
+            continue
+        fa = sum(x["false_alarms"] for x in res)
+        benign = sum(x["benign_events"] for x in res)
+        out[name] = {"false_alarms": fa, "benign_events": benign,
+                     "false_alarms_per_million": round(fa / max(benign, 1) * 1e6, 1)}
+    return out
 
 
 def drift_delays(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -410,7 +499,7 @@ def drift_delays(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 / max(sum(r["inferwatch"]["benign_events"] for r in drift), 1) * 1e6, 3),
         },
     }
-    for name in RIVER_DETECTORS:
+    for name in RIVER_DETECTORS + RIVER_BUDGET_DETECTORS:
         res = [(r["river"] or {}).get(name) for r in drift]
         if any(x is None for x in res):
             continue
@@ -459,7 +548,8 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown table plus a legend."""
     head = (
         "| scenario | tier | expected | detected | delay ev | delay atk q | delay s "
-        "| FA | FA/M benign | also fired | effect KS / thr | ADWIN | KSWIN | PageHinkley |"
+        "| FA | FA/M benign | also fired | effect KS / thr | "
+        + " | ".join(f"river {d}" for d in RIVER_DETECTORS + RIVER_BUDGET_DETECTORS) + " |"
     )
     lines = [
         f"# inferwatch quality report ({report['size']}, seed {report['seed']})",
@@ -484,7 +574,8 @@ def markdown(report: dict[str, Any]) -> str:
             _fmt(iw["delay_events"]), _fmt(iw["delay_attacker_queries"]), _fmt(iw["delay_s"]),
             fa, _fmt(iw["false_alarms_per_million"], 2), also, _effect_cell(r),
         ]
-        cells += [_river_cell(river.get(d)) if r["river"] else "n/a" for d in RIVER_DETECTORS]
+        cells += [_river_cell(river.get(d)) if r["river"] else "n/a"
+                  for d in RIVER_DETECTORS + RIVER_BUDGET_DETECTORS]
         lines.append("| " + " | ".join(cells) + " |")
     s = report["summary"]
     lines += [
@@ -506,6 +597,38 @@ def markdown(report: dict[str, Any]) -> str:
                  for k, v in dd.items() if k != "scenarios"]
         lines += [f"Median drift delay (events) over the {len(dd['scenarios'])} core drift "
                   "scenarios: " + ", ".join(parts) + ".", ""]
+        iw = dd["inferwatch"]["median_delay_events"]
+        verdicts = []
+        for name in RIVER_BUDGET_DETECTORS:
+            if name in dd:
+                other = dd[name]["median_delay_events"]
+                word = "beats" if iw < other else ("ties" if iw == other else "loses to")
+                verdicts.append(f"{word} {name} ({_fmt(iw)} vs {_fmt(other)})")
+        if verdicts:
+            lines += ["At the same false-alarm budget, inferwatch's median drift delay "
+                      + ", ".join(verdicts) + ".", ""]
+    rfa = s.get("river_false_alarms") or {}
+    if rfa:
+        lines += ["river false alarms over all benign events each saw: "
+                  + ", ".join(f"{k} {v['false_alarms']:,} in {v['benign_events']:,} "
+                              f"(FA/M {_fmt(v['false_alarms_per_million'], 1)})"
+                              for k, v in rfa.items()) + ".", ""]
+    cals = [(r["name"], r["river_calibration"]) for r in report["scenarios"]
+            if r.get("river_calibration")]
+    if cals:
+        c0 = cals[0][1]
+        lines += [f"river at the budget (one false alarm per {c0['budget_events']:,.0f} "
+                  f"benign events per stream), calibrated on {c0['simulated_events']:,} events "
+                  "bootstrapped from each scenario's standardised reference rows "
+                  "(PageHinkley threshold: the largest statistic over all columns; ADWIN "
+                  "delta: the smallest critical delta over all columns, checks and splits; "
+                  "KSWIN alpha: 1 / (budget x columns), a union bound):", ""]
+        lines += [f"- {name}: {c['columns']} column(s); PageHinkley threshold "
+                  f"{c['PageHinkley']['threshold']:,.1f} (default 50); ADWIN delta "
+                  f"{c['ADWIN']['delta']:.3g} (default 0.002); KSWIN alpha "
+                  f"{c['KSWIN']['alpha']:.3g} (default 0.005); {c['seconds']:.1f} s"
+                  for name, c in cals]
+        lines += [""]
     lines += [
         "Legend: *delay ev* = trigger index − onset index (events of the model); *delay atk q*"
         " = attacker queries up to the trigger; *delay s* = event time from onset to trigger."
@@ -515,7 +638,10 @@ def markdown(report: dict[str, Any]) -> str:
         " all post-onset traffic (largest feature, or largest confidence statistic) / the"
         " detector's calibrated threshold. river columns: delay in events · false alarms per"
         " million benign events (default parameters, columns standardised on the reference; KSWIN"
-        " capped to a segment around the onset and its most-moved columns, see quality.json)."
+        " capped to a segment around the onset and its most-moved columns, see quality.json);"
+        " *@budget* = the same detector with its threshold / delta / alpha calibrated on the"
+        " benign reference to at most one false alarm per 10⁶ benign events per stream"
+        " (benchmarks/river_calibration.py; the quick size calibrates on fewer events)."
         " A detector with many false alarms also 'detects' by chance: compare its delay with"
         " 10⁶ / (FA/M). Tiers: core = asserted by the tests; stretch = reported (known"
         " limitation or detector not yet landed); control = invisible by construction.",

@@ -20,10 +20,16 @@ model has not seen (noise, new population, adversarial probing).
 
 from __future__ import annotations
 
+from functools import partial
+
+import numpy as np
+
 from detectors.baseline import Profile
 from detectors.block import EventBlock, score_summaries
 from detectors.config import DetectorConfig
-from detectors.detection import Detection, at_row
+from detectors.cusum import CusumHits
+from detectors.detection import Detection, Explanation, at_row
+from detectors.window_ks import WindowHits
 from detectors.windowed import BaselineWindow
 
 
@@ -47,62 +53,67 @@ class ConfidenceShiftDetector:
         return out
 
     def _cusum(self, block: EventBlock, M) -> list[Detection]:  # type: ignore[no-untyped-def]
-        """Small sustained moves of confidence, entropy or margin (CUSUM per statistic)."""
+        """Small sustained moves of confidence, entropy or margin (CUSUM per statistic).
+
+        Summary and evidence are deferred (:mod:`detectors.detection`): a sustained shift
+        alarms on many checks, and only the ones that become incident records are explained.
+        """
         hits = self.window.update_cusum(M, block.ts)
+        return [at_row(self.name, block, int(hits.rows[h]),
+                       score=float(hits.value[h]),
+                       threshold=self.window.cusum.h,
+                       window_start_ms=int(hits.change_ts[h]),
+                       explain=partial(self._explain_cusum, block, M, hits, h))
+                for h in range(len(hits))]
+
+    def _explain_cusum(self, block: EventBlock, M: np.ndarray, hits: CusumHits,
+                       h: int) -> Explanation:
+        """Summary and evidence of CUSUM alarm ``h`` over the summaries ``M`` of ``block``."""
         base_conf = self.profile.summaries.mean[0]
-        out = []
-        for h in range(len(hits)):
-            row = int(hits.rows[h])
-            moved = self.window.cusum_moved(M, hits, h)
-            recent_conf = float(M[max(0, row - 99): row + 1, 0].mean())
-            direction = "down" if recent_conf < base_conf else "up"
-            out.append(at_row(
-                self.name, block, row,
-                score=float(hits.value[h]),
-                threshold=self.window.cusum.h,
-                window_start_ms=int(hits.change_ts[h]),
-                summary=(
-                    f"Sustained {moved[0]['direction']} shift of {moved[0]['name']} for model "
-                    f"{block.model_id}@{block.model_version}: recent mean confidence "
-                    f"{recent_conf:.3f} against {base_conf:.3f} in the baseline (CUSUM)."
-                ),
-                evidence={
-                    "direction": direction,
-                    "window_mean_confidence": round(recent_conf, 4),
-                    "baseline_mean_confidence": round(base_conf, 4),
-                    "moved_statistics": moved,
-                    "change_estimated_at_ms": int(hits.change_ts[h]),
-                    "calibration": self.window.calibration(),
-                },
-            ))
-        return out
+        row = int(hits.rows[h])
+        moved = self.window.cusum_moved(M, hits, h)
+        recent_conf = float(M[max(0, row - 99): row + 1, 0].mean())
+        direction = "down" if recent_conf < base_conf else "up"
+        summary = (
+            f"Sustained {moved[0]['direction']} shift of {moved[0]['name']} for model "
+            f"{block.model_id}@{block.model_version}: recent mean confidence "
+            f"{recent_conf:.3f} against {base_conf:.3f} in the baseline (CUSUM)."
+        )
+        return summary, {
+            "direction": direction,
+            "window_mean_confidence": round(recent_conf, 4),
+            "baseline_mean_confidence": round(base_conf, 4),
+            "moved_statistics": moved,
+            "change_estimated_at_ms": int(hits.change_ts[h]),
+            "calibration": self.window.calibration(),
+        }
 
     def _window(self, block: EventBlock, M) -> list[Detection]:  # type: ignore[no-untyped-def]
+        """Window checks whose KS crossed the threshold (explanations deferred)."""
         hits = self.window.update(M, block.ts)
-        out = []
+        return [at_row(self.name, block, int(hits.rows[h]),
+                       score=float(hits.ks[h].max()),
+                       threshold=self.window.threshold,
+                       window_start_ms=int(hits.window_start_ts[h]),
+                       explain=partial(self._explain_window, block, hits, h))
+                for h in range(len(hits))]
+
+    def _explain_window(self, block: EventBlock, hits: WindowHits, h: int) -> Explanation:
+        """Summary and evidence of window check ``h`` of ``block``."""
         base_conf = self.profile.summaries.mean[0]
-        for h in range(len(hits)):
-            row = int(hits.rows[h])
-            win_conf = float(hits.means[h, 0])
-            direction = "down" if win_conf < base_conf else "up"
-            score = float(hits.ks[h].max())
-            out.append(at_row(
-                self.name, block, row,
-                score=score,
-                threshold=self.window.threshold,
-                window_start_ms=int(hits.window_start_ts[h]),
-                summary=(
-                    f"Confidence of model {block.model_id}@{block.model_version} went "
-                    f"{direction}: mean {win_conf:.3f} over the last {self.window.kernel.window} "
-                    f"predictions against {base_conf:.3f} in the baseline."
-                ),
-                evidence={
-                    "direction": direction,
-                    "window_mean_confidence": round(win_conf, 4),
-                    "baseline_mean_confidence": round(base_conf, 4),
-                    "moved_statistics": self.window.moved(hits, h),
-                    "max_ks": round(score, 4),
-                    "calibration": self.window.calibration(),
-                },
-            ))
-        return out
+        win_conf = float(hits.means[h, 0])
+        direction = "down" if win_conf < base_conf else "up"
+        score = float(hits.ks[h].max())
+        summary = (
+            f"Confidence of model {block.model_id}@{block.model_version} went "
+            f"{direction}: mean {win_conf:.3f} over the last {self.window.kernel.window} "
+            f"predictions against {base_conf:.3f} in the baseline."
+        )
+        return summary, {
+            "direction": direction,
+            "window_mean_confidence": round(win_conf, 4),
+            "baseline_mean_confidence": round(base_conf, 4),
+            "moved_statistics": self.window.moved(hits, h),
+            "max_ks": round(score, 4),
+            "calibration": self.window.calibration(),
+        }

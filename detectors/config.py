@@ -29,7 +29,7 @@ class DetectorConfig:
     warmup_events: int = 2000
     #: Flood time scales (ms): bursts, short floods, sustained floods.
     flood_scales_ms: tuple[int, ...] = (1_000, 10_000, 60_000)
-    #: Slots of the per-(model, client) rate table; 88 bytes each (3 scales). Least recently seen
+    #: Slots of the per-(model, client) rate table; 92 bytes each (3 scales). Least recently seen
     #: clients are evicted beyond it.
     client_capacity: int = 1 << 18
     #: Clients tracked by the extraction detector (power of two); about 5 kB + 8 bytes

@@ -23,13 +23,17 @@ and a multivariate summary (how many features moved, total PSI).
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from detectors.baseline import Profile
 from detectors.block import EventBlock
 from detectors.config import DetectorConfig
-from detectors.detection import Detection, at_row
-from detectors.whitened import WhitenedShift
+from detectors.cusum import CusumHits
+from detectors.detection import Detection, Explanation, at_row
+from detectors.whitened import ShiftHits, WhitenedShift
+from detectors.window_ks import WindowHits
 from detectors.windowed import BaselineWindow
 
 
@@ -50,107 +54,118 @@ class DriftDetector:
         return self.window.snapshot()
 
     def update(self, block: EventBlock) -> list[Detection]:
+        """Detections of this block: KS window checks, then CUSUM, then whitened shift.
+
+        Each detection's summary and evidence are deferred (:mod:`detectors.detection`):
+        only the few that become incident records pay for the feature ranking and triage.
+        """
         hits = self.window.update(block.X, block.ts)
         out = []
         for h in range(len(hits)):
             row = int(hits.rows[h])
-            moved = self.window.moved(hits, h)
-            n_moved = int((hits.ks[h] > self.window.threshold).sum())
-            score = float(hits.ks[h].max())
-            names = ", ".join(
-                f"{m['name']} (KS {m['ks']:.2f})" for m in moved[:3] if m["over_threshold"]
-            )
             out.append(at_row(
                 self.name, block, row,
-                score=score,
+                score=float(hits.ks[h].max()),
                 threshold=self.window.threshold,
                 window_start_ms=int(hits.window_start_ts[h]),
-                summary=(
-                    f"Input drift on model {block.model_id}@{block.model_version}: "
-                    f"{n_moved} of {block.X.shape[1]} features moved away from the golden "
-                    f"baseline, most {names}."
-                ),
-                evidence={
-                    "moved_features": moved,
-                    "n_features_moved": n_moved,
-                    "n_features": int(block.X.shape[1]),
-                    "psi_total": round(float(hits.psi[h].sum()), 4),
-                    "max_ks": round(score, 4),
-                    "calibration": self.window.calibration(),
-                    "baseline": {"n_ref": self.profile.n_ref, "source": self.profile.source},
-                    **triage(block, row, self.window.kernel.window, moved, self.profile),
-                },
+                explain=partial(self._explain_ks, block, hits, h),
             ))
         out.extend(self._cusum(block))
         out.extend(self._shift(block))
         return out
+
+    def _explain_ks(self, block: EventBlock, hits: WindowHits, h: int) -> Explanation:
+        """Summary and evidence of KS window check ``h`` of ``block``."""
+        row = int(hits.rows[h])
+        moved = self.window.moved(hits, h)
+        n_moved = int((hits.ks[h] > self.window.threshold).sum())
+        score = float(hits.ks[h].max())
+        names = ", ".join(
+            f"{m['name']} (KS {m['ks']:.2f})" for m in moved[:3] if m["over_threshold"]
+        )
+        summary = (
+            f"Input drift on model {block.model_id}@{block.model_version}: "
+            f"{n_moved} of {block.X.shape[1]} features moved away from the golden "
+            f"baseline, most {names}."
+        )
+        return summary, {
+            "moved_features": moved,
+            "n_features_moved": n_moved,
+            "n_features": int(block.X.shape[1]),
+            "psi_total": round(float(hits.psi[h].sum()), 4),
+            "max_ks": round(score, 4),
+            "calibration": self.window.calibration(),
+            "baseline": {"n_ref": self.profile.n_ref, "source": self.profile.source},
+            **triage(block, row, self.window.kernel.window, moved, self.profile),
+        }
 
     def _shift(self, block: EventBlock) -> list[Detection]:
         """Mean shifts spread over correlated features (whitened, several window lengths)."""
         if self.shift is None:
             return []
         hits = self.shift.update(block.X, block.ts)
-        out = []
-        for h in range(len(hits)):
-            row = int(hits.rows[h])
-            moved = self.shift.moved(hits, h)
-            w = int(hits.scale[h])
-            names = ", ".join(f"{m['name']} {m['direction']} {abs(m['shift_in_std']):.2f} sd"
-                              for m in moved[:3])
-            out.append(at_row(
-                self.name, block, row,
-                score=float(hits.value[h]),
-                threshold=float(hits.threshold[h]),
-                window_start_ms=int(hits.window_start_ts[h]),
-                summary=(
-                    f"Input drift on model {block.model_id}@{block.model_version}: the mean "
-                    f"of the last {w} events moved away from the golden baseline across "
-                    f"correlated features (whitened shift), most {names}."
-                ),
-                evidence={
-                    "moved_features": moved,
-                    "n_features_moved": sum(m["over_threshold"] for m in moved),
-                    "n_features": int(block.X.shape[1]),
-                    "window_events": w,
-                    "calibration": {**self.window.calibration(),
-                                    "whitened": self.shift.calibration()},
-                    "baseline": {"n_ref": self.profile.n_ref, "source": self.profile.source},
-                    **triage(block, row, w, moved, self.profile),
-                },
-            ))
-        return out
+        return [at_row(self.name, block, int(hits.rows[h]),
+                       score=float(hits.value[h]),
+                       threshold=float(hits.threshold[h]),
+                       window_start_ms=int(hits.window_start_ts[h]),
+                       explain=partial(self._explain_shift, block, hits, h))
+                for h in range(len(hits))]
+
+    def _explain_shift(self, block: EventBlock, hits: ShiftHits, h: int) -> Explanation:
+        """Summary and evidence of whitened-shift alarm ``h`` of ``block``."""
+        assert self.shift is not None  # only called for alarms of the shift test
+        row = int(hits.rows[h])
+        moved = self.shift.moved(hits, h)
+        w = int(hits.scale[h])
+        names = ", ".join(f"{m['name']} {m['direction']} {abs(m['shift_in_std']):.2f} sd"
+                          for m in moved[:3])
+        summary = (
+            f"Input drift on model {block.model_id}@{block.model_version}: the mean "
+            f"of the last {w} events moved away from the golden baseline across "
+            f"correlated features (whitened shift), most {names}."
+        )
+        return summary, {
+            "moved_features": moved,
+            "n_features_moved": sum(m["over_threshold"] for m in moved),
+            "n_features": int(block.X.shape[1]),
+            "window_events": w,
+            "calibration": {**self.window.calibration(),
+                            "whitened": self.shift.calibration()},
+            "baseline": {"n_ref": self.profile.n_ref, "source": self.profile.source},
+            **triage(block, row, w, moved, self.profile),
+        }
 
     def _cusum(self, block: EventBlock) -> list[Detection]:
         """Sustained shifts of single features, caught event by event."""
         hits = self.window.update_cusum(block.X, block.ts)
-        out = []
-        for h in range(len(hits)):
-            row = int(hits.rows[h])
-            moved = self.window.cusum_moved(block.X, hits, h)
-            m = moved[0]
-            out.append(at_row(
-                self.name, block, row,
-                score=float(hits.value[h]),
-                threshold=self.window.cusum.h,
-                window_start_ms=int(hits.change_ts[h]),
-                summary=(
-                    f"Input drift on model {block.model_id}@{block.model_version}: feature "
-                    f"{m['name']} went {m['direction']} by {abs(m['shift_in_std']):.2f} baseline "
-                    f"standard deviations and stayed there (CUSUM)"
-                    + (f"; also moving: {', '.join(x['name'] for x in moved[1:])}."
-                       if len(moved) > 1 else ".")
-                ),
-                evidence={
-                    "moved_features": moved,
-                    "n_features_moved": len(moved),
-                    "n_features": int(block.X.shape[1]),
-                    "change_estimated_at_ms": int(hits.change_ts[h]),
-                    "calibration": self.window.calibration(),
-                    "baseline": {"n_ref": self.profile.n_ref, "source": self.profile.source},
-                    **triage(block, row, self.window.kernel.window, moved, self.profile),
-                },
-            ))
-        return out
+        return [at_row(self.name, block, int(hits.rows[h]),
+                       score=float(hits.value[h]),
+                       threshold=self.window.cusum.h,
+                       window_start_ms=int(hits.change_ts[h]),
+                       explain=partial(self._explain_cusum, block, hits, h))
+                for h in range(len(hits))]
+
+    def _explain_cusum(self, block: EventBlock, hits: CusumHits, h: int) -> Explanation:
+        """Summary and evidence of CUSUM alarm ``h`` of ``block``."""
+        row = int(hits.rows[h])
+        moved = self.window.cusum_moved(block.X, hits, h)
+        m = moved[0]
+        summary = (
+            f"Input drift on model {block.model_id}@{block.model_version}: feature "
+            f"{m['name']} went {m['direction']} by {abs(m['shift_in_std']):.2f} baseline "
+            f"standard deviations and stayed there (CUSUM)"
+            + (f"; also moving: {', '.join(x['name'] for x in moved[1:])}."
+               if len(moved) > 1 else ".")
+        )
+        return summary, {
+            "moved_features": moved,
+            "n_features_moved": len(moved),
+            "n_features": int(block.X.shape[1]),
+            "change_estimated_at_ms": int(hits.change_ts[h]),
+            "calibration": self.window.calibration(),
+            "baseline": {"n_ref": self.profile.n_ref, "source": self.profile.source},
+            **triage(block, row, self.window.kernel.window, moved, self.profile),
+        }
 
 
 def triage(block: EventBlock, row: int, window: int, moved: list[dict],

@@ -25,8 +25,8 @@ history), and the count must exceed what the median baseline client reaches with
 probability ``alpha`` (population guard: a quiet client's ordinary burst is not a flood).
 Both tests share the budget (``alpha = 1 / (budget x scales x 2)``).
 
-Memory: ``client_capacity x (40 + 16 x scales)`` bytes (88 B per client with 3 scales);
-1,000,000 clients take 88 MB.
+Memory: ``client_capacity x (44 + 16 x scales)`` bytes (92 B per client with 3 scales,
+including a Bloom filter of clients ever seen); 1,048,576 slots take 96 MB.
 
 >>> import numpy as np
 >>> from detectors.baseline import Profile
@@ -55,7 +55,12 @@ from detectors.client_table import block_client_keys, find_slot
 from detectors.config import DetectorConfig
 from detectors.detection import Detection
 
-BYTES_PER_SLOT_BASE = 40  # key, last seen, last report, exposure start (int64), total (float64)
+#: key, last seen, last report, exposure start (int64), total (float64), and the slot's
+#: share of the Bloom filter of clients ever seen (BLOOM_BITS_PER_SLOT / 8 bytes)
+BYTES_PER_SLOT_BASE = 44
+#: Bloom filter bits per table slot: with 3 hash positions, a false-positive rate of 0.07 %
+#: once as many distinct clients as slots have been seen, 2 % at four times as many.
+BLOOM_BITS_PER_SLOT = 32
 BYTES_PER_SCALE = 16  # bucket id (int64) + current and previous counts (float32)
 
 
@@ -107,9 +112,30 @@ def _slide(bucket, cur, prev, s, t, scale):
 
 
 @numba.njit(cache=True, nogil=True)
+def _bloom_add(bits, key):
+    """Add ``key`` to the Bloom filter ``bits`` (uint64 words); True if it was in already.
+
+    Keys are cryptographic hashes (blake2b of model and client), uniformly random bits, so
+    the three positions are read from the key shifted by 0, 21 and 42 bits (overlapping
+    slices when the filter has more than 2**21 bits, still near-independent).
+    """
+    mask = bits.shape[0] * 64 - 1
+    present = True
+    for j in range(3):
+        pos = (key >> (21 * j)) & mask
+        word = pos >> 6
+        bit = np.uint64(1) << np.uint64(pos & 63)
+        if (bits[word] & bit) == 0:
+            present = False
+            bits[word] |= bit
+    return present
+
+
+@numba.njit(cache=True, nogil=True)
 def flood_update(
     keys_in, ts, scales, thresholds, guards, alpha_own, keys, last_seen, last_report, bucket,
     cur, prev, total, start_n, m_bucket, m_cur, m_prev, model, report_interval, stats,
+    seen,
 ):
     """Count each event into its client's and the model's windows; return the alarms.
 
@@ -144,9 +170,12 @@ def flood_update(
                 stats[0] += 1
                 model[1] = model[0]
             last_report[slot] = -(1 << 62)
-            # The client was absent since the model's first event or, when the table has
-            # evicted someone since, since that eviction (it may have been the evictee).
-            start_n[slot] = model[1]
+            # A client the model has never seen was absent since the model's first event.
+            # One seen before was evicted at some point: its absence is only known since
+            # the table's last eviction (it may have been the evictee). ``seen`` is a Bloom
+            # filter of every client key, so rotating ids cannot make every new client look
+            # historyless; a false positive only falls back to the conservative case.
+            start_n[slot] = model[1] if _bloom_add(seen, keys_in[i]) else 0
             total[slot] = 0.0
             for s in range(S):
                 bucket[slot, s] = t // scales[s]
@@ -232,6 +261,7 @@ class FloodDetector:
         self.m_prev = np.zeros(S, dtype=np.float64)
         self.model = np.zeros(2, dtype=np.int64)
         self.stats = np.zeros(1, dtype=np.int64)
+        self.seen = np.zeros(max(cap * BLOOM_BITS_PER_SLOT // 64, 1), dtype=np.uint64)
 
     @staticmethod
     def bytes_per_client(n_scales: int) -> int:
@@ -240,7 +270,7 @@ class FloodDetector:
     def slot_arrays(self) -> tuple[np.ndarray, ...]:
         """Every per-client array (their bytes are ``capacity x bytes_per_client``)."""
         return (self.keys, self.last_seen, self.last_report, self.start_n, self.total,
-                self.bucket, self.cur, self.prev)
+                self.bucket, self.cur, self.prev, self.seen)
 
     @property
     def evictions(self) -> int:
@@ -255,7 +285,7 @@ class FloodDetector:
             self.thresholds, self.guards, self.alpha, self.keys, self.last_seen,
             self.last_report, self.bucket, self.cur, self.prev, self.total, self.start_n,
             self.m_bucket, self.m_cur, self.m_prev, self.model, self.report_interval,
-            self.stats,
+            self.stats, self.seen,
         )
         out = []
         for r, s, e, sig, ex in zip(rows.tolist(), which.tolist(), est.tolist(),

@@ -8,6 +8,11 @@ replay or a restarted worker re-derives the same id. Repeats within ``cooldown_m
 the incident is ``resolved``. Everything runs on event time, so the records are the
 same whether the events arrive live or from a file.
 
+Detections may carry a deferred explanation (:mod:`detectors.detection`): only the ones
+that become records are explained, plus each episode's latest detection, which a later
+``resolved`` record quotes and a checkpoint pickles. That one is resolved before
+``observe`` returns, while the block it points into is still the current one.
+
 Severity rules (documented in the README): the ratio of score to threshold sets a
 base level (>= 4 critical, >= 2 high, >= 1.25 medium, else low); an incident that has
 lasted longer than five cooldowns is raised one level.
@@ -62,6 +67,7 @@ class IncidentTracker:
     def observe(self, detections: list[Detection]) -> list[dict[str, Any]]:
         """Records (as dicts with the ``ml-incidents`` fields) caused by these detections."""
         out: list[dict[str, Any]] = []
+        touched: list[_Episode] = []
         for d in detections:
             ep = self.open.get(d.key)
             if ep is not None and d.timestamp_ms - ep.last.timestamp_ms > self.resolve_after_ms:
@@ -70,14 +76,18 @@ class IncidentTracker:
             if ep is None:
                 ep = self.open[d.key] = _Episode(incident_id(d), d.timestamp_ms, d, d.timestamp_ms)
                 out.append(self._record(ep, d, "open", count=1))
+                touched.append(ep)
                 continue
             ep.total += 1
             ep.pending += 1
             ep.last = d
+            touched.append(ep)
             if d.timestamp_ms - ep.last_emit_ms >= self.cooldown_ms:
                 out.append(self._record(ep, d, "update", count=ep.pending))
                 ep.pending = 0
                 ep.last_emit_ms = d.timestamp_ms
+        for ep in touched:  # the latest detection outlives this call: explain it now
+            ep.last.materialize()
         return out
 
     def advance(self, watermark_ms: int, model: tuple[str, str] | None = None

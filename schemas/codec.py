@@ -12,8 +12,10 @@ Nothing here raises on bad input: every rejected message comes back as a
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,10 @@ REQUIRED = ("event_id", "timestamp_ms", "model_id", "model_version", "client_id"
 #: Event time beyond year 2200 (ms) is certainly a unit error (µs or ns sent as ms).
 MAX_TIMESTAMP_MS = 7_258_118_400_000
 SCORE_SUM_TOLERANCE = 0.01
+#: Single-event messages are validated in groups of about this many input bytes (see
+#: :meth:`Decoder.decode_events`): ~100 typical events per column pass, and never more
+#: than this (plus one message) of parsed but unchecked input held at once.
+CHECK_GROUP_BYTES = 1 << 16
 
 
 @dataclass(slots=True)
@@ -69,6 +75,33 @@ _MAX_INT = 2**1023
 
 def _is_num(x: Any) -> bool:
     return type(x) is float or (type(x) is int and -_MAX_INT < x < _MAX_INT)
+
+
+def _all_num(xs: list[Any]) -> bool:
+    """``all(map(_is_num, xs))``, with one C-level pass over the element types.
+
+    JSON and Avro give plain floats for nearly every feature and score; only when ints (or
+    anything else) are present does the per-element check run.
+    """
+    types = set(map(type, xs))
+    if types <= _FLOAT_ONLY:
+        return True
+    return types <= _FLOAT_OR_INT and all(map(_is_num, xs))
+
+
+_FLOAT_ONLY = frozenset({float})
+_FLOAT_OR_INT = frozenset({float, int})
+_STR_ONLY = frozenset({str})
+_STR_OR_INT = frozenset({str, int})
+_INT_ONLY = frozenset({int})
+_LIST_ONLY = frozenset({list})
+#: Columns every event must carry (``prediction`` may be null only to fail its type check).
+_REQUIRED_AND_PREDICTION = (*REQUIRED, "prediction")
+
+#: The C scanner behind ``json.loads``, called directly on a message's text: it skips
+#: the per-call wrapper (whitespace regexes, argument checks). Anything it does not
+#: accept as one whole object goes through ``json.loads``, which then gives the reason.
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())
 
 
 def _utf8_ok(s: str) -> bool:
@@ -124,16 +157,32 @@ class Decoder:
 
     # -- single-event messages ---------------------------------------------------------
     def decode_events(self, values: Sequence[bytes | None]) -> DecodeResult:
-        """Decode one event per message; group valid events by model in arrival order."""
+        """Decode one event per message; group valid events by model in arrival order.
+
+        Parsed events are validated in groups of about ``CHECK_GROUP_BYTES`` of input: one
+        pass per field over the group (:meth:`_all_valid`) accepts the usual all-valid
+        group, and any group holding an invalid event is checked event by event, which
+        gives each rejected message its reason. Bounding the group bounds the memory held
+        by parsed but not yet checked (possibly huge) messages.
+        """
         rejects: list[Reject] = []
-        groups: dict[ModelKey, list[tuple[int, dict[str, Any]]]] = {}
+        valid: list[tuple[int, dict[str, Any]]] = []
+        pending: list[tuple[int, dict[str, Any]]] = []
+        pending_bytes = 0
         for i, raw in enumerate(values):
             try:
                 ev = self._parse_one(raw)
-                self._check_fields(ev)
             except _Invalid as bad:
                 rejects.append(Reject(i, bad.code, bad.reason))
                 continue
+            pending.append((i, ev))
+            pending_bytes += len(raw)  # type: ignore[arg-type]  # parsed: not None
+            if pending_bytes >= CHECK_GROUP_BYTES:
+                self._check_group(pending, valid, rejects)
+                pending, pending_bytes = [], 0
+        self._check_group(pending, valid, rejects)
+        groups: dict[ModelKey, list[tuple[int, dict[str, Any]]]] = {}
+        for i, ev in valid:
             groups.setdefault((ev["model_id"], ev["model_version"]), []).append((i, ev))
         result = DecodeResult(rejects=rejects)
         for key, items in groups.items():
@@ -142,6 +191,83 @@ class Decoder:
                 result.blocks.append(block)
         rejects.sort(key=lambda r: r.index)
         return result
+
+    def _check_group(self, group: list[tuple[int, dict[str, Any]]],
+                     valid: list[tuple[int, dict[str, Any]]], rejects: list[Reject]) -> None:
+        """Move the valid events of ``group`` to ``valid``, the others to ``rejects``."""
+        if not group:
+            return
+        if self._all_valid([ev for _, ev in group]):
+            valid.extend(group)
+            return
+        for i, ev in group:
+            try:
+                self._check_fields(ev)
+            except _Invalid as bad:
+                rejects.append(Reject(i, bad.code, bad.reason))
+                continue
+            valid.append((i, ev))
+
+    def _all_valid(self, evs: list[dict[str, Any]]) -> bool:
+        """True only if every event passes :meth:`_check_fields` (column by column).
+
+        Each test is one of :meth:`_check_fields`'s rules applied to a whole column with
+        C-level passes (type sets, ``min``/``max``, one joined string). False means "some
+        event fails or this cannot tell cheaply" (ints among the features, say); the
+        caller then checks event by event, so a False here never changes an outcome.
+        """
+        try:
+            cols = [[ev[f] for ev in evs] for f in _REQUIRED_AND_PREDICTION]
+        except KeyError:
+            return False
+        event_id, ts, model_id, model_version, client_id, features, prediction = cols
+        if any(None in c for c in cols[:-1]):  # prediction may be None only to fail its type
+            return False
+        if not all(set(map(type, c)) <= _STR_ONLY
+                   for c in (event_id, model_id, model_version, client_id)):
+            return False
+        if "" in event_id or "" in model_id or "" in client_id:
+            return False
+        pred_types = set(map(type, prediction))
+        if not pred_types <= _STR_OR_INT:
+            return False
+        text = [*event_id, *model_id, *model_version, *client_id]
+        if str in pred_types:
+            text.extend(p for p in prediction if type(p) is str)
+        if not _all_utf8_ok(text):
+            return False
+        if not set(map(type, ts)) <= _INT_ONLY or min(ts) < 0 or max(ts) > MAX_TIMESTAMP_MS:
+            return False
+        if not self._number_lists_ok(features):
+            return False
+        scores = [ev.get("scores") for ev in evs]
+        given = [x for x in scores if x is not None]
+        if given and not self._number_lists_ok(given):
+            return False
+        confidence = [ev.get("confidence") for ev in evs]
+        conf_given = [c for c in confidence if c is not None]
+        if not _all_num(conf_given):
+            return False
+        if len(conf_given) < len(evs) and any(
+                c is None and x is None for c, x in zip(confidence, scores, strict=True)):
+            return False
+        attrs = [a for ev in evs if (a := ev.get("attributes")) is not None]
+        return not attrs or (
+            all(isinstance(a, dict) for a in attrs)
+            and set(map(type, chain.from_iterable(a.keys() for a in attrs))) <= _STR_ONLY
+            and set(map(type, chain.from_iterable(a.values() for a in attrs))) <= _STR_ONLY
+        )
+
+    def _number_lists_ok(self, lists: list[Any]) -> bool:
+        """Every item is a list of 1..max_features numbers (features or given scores)."""
+        if not set(map(type, lists)) <= _LIST_ONLY:
+            return False
+        lengths = list(map(len, lists))
+        if min(lengths) < 1 or max(lengths) > self.max_features:
+            return False
+        types = set(map(type, chain.from_iterable(lists)))
+        return types <= _FLOAT_ONLY or (
+            types <= _FLOAT_OR_INT and all(map(_is_num, chain.from_iterable(lists))))
 
     def _parse_one(self, raw: bytes | None) -> dict[str, Any]:
         if raw is None or len(raw) == 0:
@@ -157,9 +283,18 @@ class Decoder:
             except ValueError as exc:
                 raise _Invalid("bad_avro", str(exc)) from None
         try:
-            ev = json.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise _Invalid("bad_encoding", "message is neither UTF-8 JSON nor Avro") from None
+        if text[0] == "{":  # the usual case: one object, no surrounding whitespace
+            try:
+                ev, end = _scan_json(text, 0)
+            except (ValueError, RecursionError, StopIteration):
+                end = -1
+            if end == len(text):  # what json.loads returns for this text
+                return ev
+        try:
+            ev = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise _Invalid("bad_json", f"invalid JSON: {exc}") from None
         if not isinstance(ev, dict):
@@ -197,13 +332,13 @@ class Decoder:
             raise _Invalid(
                 "oversized", f"{len(feats)} features exceed the limit of {self.max_features}"
             )
-        if not all(map(_is_num, feats)):
+        if not _all_num(feats):
             raise _Invalid("bad_type", "features must contain only numbers")
         scores = ev.get("scores")
         if scores is not None:
             if type(scores) is not list or not scores or len(scores) > self.max_features:
                 raise _Invalid("bad_type", "scores must be a non-empty list of probabilities")
-            if not all(map(_is_num, scores)):
+            if not _all_num(scores):
                 raise _Invalid("bad_type", "scores must contain only numbers")
         conf = ev.get("confidence")
         if conf is not None and not _is_num(conf):
@@ -225,46 +360,55 @@ class Decoder:
         if shape is None:  # a new model: its first plausible event proposes the shape
             first = next((ev for _, ev in items if _plausible(ev)), items[0][1])
             shape = ModelShape(len(first["features"]), len(first.get("scores") or ()))
-        kept: list[tuple[int, dict[str, Any]]] = []
-        for i, ev in items:
-            d = len(ev["features"])
-            k = len(ev.get("scores") or ())
-            if d != shape.n_features:
-                rejects.append(
-                    Reject(i, "feature_length", f"model {key[0]}@{key[1]} takes "
-                           f"{shape.n_features} features, event has {d}")
-                )
-            elif k != shape.n_classes:
-                rejects.append(
-                    Reject(i, "scores_length", f"model {key[0]}@{key[1]} sends "
-                           f"{shape.n_classes} scores per event, event has {k}")
-                )
-            else:
-                kept.append((i, ev))
-        if not kept:
-            return None
+        feats = [ev["features"] for _, ev in items]
+        scores = [ev.get("scores") for _, ev in items]
+        if set(map(len, feats)) == {shape.n_features} and (
+            set(map(len, scores)) == {shape.n_classes} if shape.n_classes and None not in scores
+            else scores.count(None) == len(scores)
+        ):  # the usual case: every event has the model's shape (one pass per column)
+            kept = items
+        else:
+            kept = []
+            for i, ev in items:
+                d = len(ev["features"])
+                k = len(ev.get("scores") or ())
+                if d != shape.n_features:
+                    rejects.append(
+                        Reject(i, "feature_length", f"model {key[0]}@{key[1]} takes "
+                               f"{shape.n_features} features, event has {d}")
+                    )
+                elif k != shape.n_classes:
+                    rejects.append(
+                        Reject(i, "scores_length", f"model {key[0]}@{key[1]} sends "
+                               f"{shape.n_classes} scores per event, event has {k}")
+                    )
+                else:
+                    kept.append((i, ev))
+            if not kept:
+                return None
+            feats = [ev["features"] for _, ev in kept]
+            scores = [ev.get("scores") for _, ev in kept]
         n = len(kept)
+        evs = [ev for _, ev in kept]
+        confidence = [ev.get("confidence") for ev in evs]
         with np.errstate(over="ignore", invalid="ignore"):
-            X = np.array([ev["features"] for _, ev in kept], dtype=np.float32)
+            X = np.array(feats, dtype=np.float32)
             if shape.n_classes:
-                S = np.array([ev["scores"] for _, ev in kept], dtype=np.float32)
+                S = np.array(scores, dtype=np.float32)
             else:
                 S = np.empty((n, 0), dtype=np.float32)
-            conf_missing = np.array([ev.get("confidence") is None for _, ev in kept])
-            conf = np.array(
-                [np.nan if ev.get("confidence") is None else ev["confidence"] for _, ev in kept],
-                dtype=np.float32,
-            )
+            conf_missing = np.array([c is None for c in confidence], dtype=bool)
+            conf = np.array([np.nan if c is None else c for c in confidence], dtype=np.float32)
         block = EventBlock(
             key[0],
             key[1],
-            np.array([ev["event_id"] for _, ev in kept], dtype=object),
-            np.array([ev["timestamp_ms"] for _, ev in kept], dtype=np.int64),
-            np.array([ev["client_id"] for _, ev in kept], dtype=object),
+            np.array([ev["event_id"] for ev in evs], dtype=object),
+            np.array([ev["timestamp_ms"] for ev in evs], dtype=np.int64),
+            np.array([ev["client_id"] for ev in evs], dtype=object),
             X,
             S,
             conf,
-            np.array([str(ev["prediction"]) for _, ev in kept], dtype=object),
+            np.array(list(map(str, [ev["prediction"] for ev in evs])), dtype=object),
         )
         index = np.fromiter((i for i, _ in kept), dtype=np.int64, count=n)
         valid = _validate_numbers(block, index, rejects, conf_missing)

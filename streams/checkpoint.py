@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import pickle
 import time
@@ -67,8 +68,14 @@ def digest(blob: bytes, key: bytes | None) -> str:
 
 
 def split_chunks(blob: bytes, ckpt_id: str, key: bytes | None,
-                 chunk_bytes: int = CHUNK_BYTES) -> list[tuple[bytes, Headers]]:
-    """Cut ``blob`` into messages with the headers :func:`join_chunks` checks."""
+                 chunk_bytes: int = CHUNK_BYTES,
+                 position: bytes = b"{}") -> list[tuple[bytes, Headers]]:
+    """Cut ``blob`` into messages with the headers :func:`join_chunks` checks.
+
+    ``position`` (JSON: input offsets, incident end, topic ids) is repeated in a header of
+    the last chunk, so a worker that cannot unpickle the state (written by another
+    inferwatch version) still resumes its input at the right place.
+    """
     parts = [blob[i:i + chunk_bytes] for i in range(0, len(blob), chunk_bytes)] or [b""]
     out = []
     for i, part in enumerate(parts):
@@ -76,6 +83,7 @@ def split_chunks(blob: bytes, ckpt_id: str, key: bytes | None,
                    ("inferwatch.chunk", f"{i}/{len(parts)}".encode())]
         if i == len(parts) - 1:
             headers.append(("inferwatch.digest", digest(blob, key).encode()))
+            headers.append(("inferwatch.position", position))
         out.append((part, headers))
     return out
 
@@ -114,6 +122,14 @@ class ShardCheckpoint:
     #: Topic ids of the input topics when the offsets were taken: a different id later
     #: means the topic was recreated and the offsets no longer apply.
     topic_ids: dict[str, str] = field(default_factory=dict)
+
+
+def _position_only(shard: int, headers: Headers) -> ShardCheckpoint:
+    """A checkpoint without detector state: where the shard's input resumes."""
+    pos = json.loads(dict(headers).get("inferwatch.position", b"{}") or b"{}")
+    return ShardCheckpoint(
+        shard, None, {(t, p): off for t, p, off in pos.get("offsets", [])},
+        int(pos.get("incidents_end", 0)), topic_ids=pos.get("topic_ids", {}))
 
 
 class PartitionReader:
@@ -210,10 +226,15 @@ class CheckpointStore:
     def _write(self, ckpt: ShardCheckpoint) -> str:
         blob = encode_state(ckpt, self.key)
         ckpt_id = uuid.uuid4().hex
+        position = json.dumps({
+            "offsets": [[t, p, off] for (t, p), off in ckpt.offsets.items()],
+            "incidents_end": ckpt.incidents_end, "topic_ids": ckpt.topic_ids,
+        }).encode()
         futures = [
             self.producer.send(self.topic, value=value, headers=headers,
                                key=f"{ckpt.shard}:{i}".encode(), partition=ckpt.shard)
-            for i, (value, headers) in enumerate(split_chunks(blob, ckpt_id, self.key))
+            for i, (value, headers) in enumerate(split_chunks(blob, ckpt_id, self.key,
+                                                              position=position))
         ]
         self.producer.flush()
         for f in futures:
@@ -252,7 +273,13 @@ class CheckpointStore:
                     log.error("checkpoint %s of shard %d refused: %s", ckpt_id, shard, exc)
                     pos -= n
                     continue
-                state = decode_state(blob)
+                try:
+                    state = decode_state(blob)
+                except Exception as exc:  # noqa: BLE001 - e.g. written by another version
+                    log.error("checkpoint %s of shard %d cannot be loaded (%s: %s); the shard "
+                              "resumes at its checkpointed offsets with fresh detectors",
+                              ckpt_id, shard, type(exc).__name__, exc)
+                    return ckpt_id, _position_only(shard, last.headers)
                 if isinstance(state, ShardCheckpoint) and state.shard == shard:
                     return ckpt_id, state
             pos -= 1

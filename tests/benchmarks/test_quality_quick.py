@@ -4,7 +4,10 @@
 the detection core and river's drift detectors. These tests check the report's shape
 (JSON and markdown, one row per scenario), that drift, confidence-shift and flood
 scenarios are detected with finite delays, that the benign diurnal population raises no
-drift, confidence or flood incident, and that the river baselines produced numbers.
+drift, confidence or flood incident, and that the river baselines produced numbers, with
+default parameters and calibrated to inferwatch's false-alarm budget (``@budget``). The
+vectorised calibration statistics of :mod:`benchmarks.river_calibration` are checked
+against river's own detectors: the calibrated parameter is exactly the no-alarm boundary.
 Extraction is reported but not asserted yet (see ``tier`` in the scenarios).
 """
 
@@ -15,9 +18,10 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from benchmarks import quality
+from benchmarks import quality, river_calibration
 from benchmarks.scenarios import SCENARIOS
 
 CORE_DETECTORS = ("drift", "confidence_shift", "query_flood")
@@ -83,7 +87,7 @@ def test_river_baselines_produced_numbers(report: tuple[Path, dict, float]) -> N
     rows = [r for r in report[1]["scenarios"] if r["river"] is not None]
     assert {r["family"] for r in rows} >= {"drift", "confidence", "benign"}
     for r in rows:
-        for det in quality.RIVER_DETECTORS:
+        for det in quality.RIVER_DETECTORS + quality.RIVER_BUDGET_DETECTORS:
             res = r["river"][det]
             assert res["events"] > 0 and res["benign_events"] > 0, (r["name"], det)
             assert math.isfinite(res["false_alarms_per_million"]), (r["name"], det)
@@ -102,3 +106,49 @@ def test_extraction_is_reported(report: tuple[Path, dict, float]) -> None:
     assert any(len(r["attacker_clients"]) >= 20 for r in rows)  # the sybil campaign
     for r in rows:
         assert isinstance(r["inferwatch"]["detected"], bool)
+
+
+def test_river_at_budget_is_calibrated_and_summarised(report: tuple[Path, dict, float]) -> None:
+    out, rep, _ = report
+    assert rep["river_caps"]["calibration_events"] == river_calibration.QUICK_CALIBRATION_EVENTS
+    for r in rep["scenarios"]:
+        if r["river"] is None:
+            assert r["river_calibration"] is None
+            continue
+        cal = r["river_calibration"]
+        assert cal["simulated_events"] == river_calibration.QUICK_CALIBRATION_EVENTS
+        assert cal["PageHinkley"]["threshold"] > 0
+        assert 0 < cal["ADWIN"]["delta"] and 0 < cal["KSWIN"]["alpha"] < 1
+        assert cal["KSWIN"]["alpha"] * cal["columns"] == pytest.approx(1e-6)
+    dd = rep["summary"]["drift_delay"]
+    for det in quality.RIVER_BUDGET_DETECTORS:
+        assert det in dd and det in rep["summary"]["river_false_alarms"]
+    md = (out / "quality.md").read_text()
+    assert "river ADWIN @budget" in md and "At the same false-alarm budget" in md
+
+
+def _first_alarm(detector, z: np.ndarray) -> int | None:
+    for i, v in enumerate(z.tolist()):
+        detector.update(v)
+        if detector.drift_detected:
+            return i
+    return None
+
+
+@pytest.mark.parametrize("kind", ["normal", "discrete"])
+def test_calibration_matches_river_exactly(kind: str) -> None:
+    """Just above the calibrated boundary river stays silent; just past it, it fires."""
+    from river import drift
+
+    rng = np.random.default_rng(3)
+    n = 8_000
+    z = (rng.standard_normal(n) if kind == "normal"
+         else (rng.integers(0, 3, n) - 1.0) * 1.3)  # ties, as in discrete features
+    stat = river_calibration.ph_statistic(z)
+    top = float(stat.max())
+    assert _first_alarm(drift.PageHinkley(threshold=top * (1 + 1e-9)), z) is None
+    assert _first_alarm(drift.PageHinkley(threshold=top * (1 - 1e-6)), z) == int(stat.argmax())
+    widths, splits = river_calibration.adwin_splits(n)
+    delta = float(np.exp(river_calibration.adwin_min_log_delta(z, widths, splits)))
+    assert _first_alarm(drift.ADWIN(delta=delta * (1 - 1e-6)), z) is None
+    assert _first_alarm(drift.ADWIN(delta=delta * (1 + 1e-6)), z) is not None
