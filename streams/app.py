@@ -89,7 +89,7 @@ def create_app(settings: Settings, profiles: dict[ModelKey, Profile]) -> faust.A
         """
         for value, headers in out.dead_letters:
             await dlq.send(value=value, headers=headers)
-        for shard, model_id, value in out.forwards:
+        for shard, model_id, value, _ in out.forwards:
             await repartition.send(key=model_id.encode(), value=value, partition=shard)
         for snap in out.forensics:
             await forensics.send(key=snap["forensics_id"].encode(), value=dumps(snap))
@@ -125,18 +125,19 @@ def create_app(settings: Settings, profiles: dict[ModelKey, Profile]) -> faust.A
     async def report() -> None:
         log.info("inferwatch counters: %s", dict(pipeline.counters))
 
-    @app.timer(interval=5.0)
-    async def measure_lag() -> None:
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            if tp.topic not in sources:
-                continue
-            try:
-                high = consumer.highwater(tp)
-            except Exception:  # no fetch yet for this partition
-                continue
-            done = pipeline.next_offsets.get((tp.topic, tp.partition), 0)
-            metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
+    if settings.ingest == "agent":  # bulk ingest measures its own consumer's lag
+        @app.timer(interval=5.0)
+        async def measure_lag() -> None:
+            consumer = app.consumer
+            for tp in consumer.assignment():
+                if tp.topic not in sources:
+                    continue
+                try:
+                    high = consumer.highwater(tp)
+                except Exception:  # no fetch yet for this partition
+                    continue
+                done = pipeline.next_offsets.get((tp.topic, tp.partition), 0)
+                metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
 
     @app.task
     async def serve_metrics() -> None:

@@ -91,12 +91,16 @@ class ShardedIngest:
         """
         self.last_checkpoint = time.monotonic()
         shards = sorted(self.pipeline.shards)
+        metrics = self.pipeline.metrics
+        written = self.store.bytes_written
         try:
             await self.flush()  # records of the steps so far are on the broker first
             for r in shards:
                 self._checkpoint_shard(r)
         except Exception as exc:  # noqa: BLE001 - never crash the worker over a checkpoint
             self.counters["checkpoint_failures"] += 1
+            if metrics is not None:
+                metrics.checkpoints.labels("failed").inc()
             log.error("checkpoint failed (%s: %s); offsets not committed, will retry",
                       type(exc).__name__, exc)
             return False
@@ -109,7 +113,24 @@ class ShardedIngest:
                 log.warning("offset commit after checkpoint failed (%s); the checkpoint "
                             "still holds the position", exc)
         self.dirty = False
+        if metrics is not None:
+            metrics.checkpoints.labels("ok").inc()
+            metrics.checkpoint_seconds.observe(time.monotonic() - self.last_checkpoint)
+            metrics.checkpoint_bytes.set(self.store.bytes_written - written)
         return True
+
+    def observe_lag(self) -> None:
+        """Consumer lag per input partition (fetch high watermark minus next offset)."""
+        metrics, consumer = self.pipeline.metrics, self.consumer
+        if metrics is None or consumer is None:
+            return
+        metrics.shards.set(len(self.pipeline.shards))
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            done = self.pipeline.next_offsets.get((tp.topic, tp.partition), 0)
+            metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
 
     def _restore(self, r: int) -> tuple[dict[TopicPartition, int], dict[str, str]]:
         """Load shard ``r`` from its newest checkpoint; return where its input resumes.
@@ -232,6 +253,7 @@ class ShardedIngest:
                     if msgs:
                         await self.publish(self.pipeline.safe_step(msgs))
                         self.dirty = True
+                    self.observe_lag()
                     if self.dirty and (time.monotonic() - self.last_checkpoint
                                        >= s.checkpoint_interval_s):
                         await self.checkpoint()

@@ -10,6 +10,11 @@ Exposed on ``http://<host>:INFERWATCH_METRICS_PORT/metrics`` (0 disables it). Na
 - ``inferwatch_step_seconds`` (histogram of whole-step processing time)
 - ``inferwatch_consumer_lag{topic,partition}`` (high watermark minus next offset to process)
 - ``inferwatch_models`` and ``inferwatch_open_incidents``
+- ``inferwatch_shards_held``, ``inferwatch_checkpoints_total{result}``,
+  ``inferwatch_checkpoint_seconds`` and ``inferwatch_checkpoint_bytes`` (durable state)
+- ``inferwatch_events_forwarded_total`` (events sent on to their model's shard) and
+  ``inferwatch_incidents_not_republished_total`` (records skipped after a restart because
+  they were already published)
 """
 
 from __future__ import annotations
@@ -50,6 +55,20 @@ class WorkerMetrics:
                             registry=r)
         self.open_incidents = Gauge("inferwatch_open_incidents", "Incidents not yet resolved",
                                     registry=r)
+        self.shards = Gauge("inferwatch_shards_held", "Shards this worker holds", registry=r)
+        self.checkpoints = PromCounter("inferwatch_checkpoints", "Checkpoint rounds",
+                                       ["result"], registry=r)
+        self.checkpoint_seconds = Histogram(
+            "inferwatch_checkpoint_seconds", "Time to checkpoint every held shard",
+            buckets=(0.01, 0.05, 0.2, 1.0, 5.0, 30.0), registry=r)
+        self.checkpoint_bytes = Gauge("inferwatch_checkpoint_bytes",
+                                      "Compressed size of the last checkpoint round",
+                                      registry=r)
+        self.forwarded = PromCounter("inferwatch_events_forwarded",
+                                     "Events forwarded to their model's shard", registry=r)
+        self.not_republished = PromCounter(
+            "inferwatch_incidents_not_republished",
+            "Incident records not published again after a restart", registry=r)
         self._kernel_seen: Counter = Counter()
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:

@@ -61,9 +61,9 @@ class StepOutput:
     ocsf: list[dict[str, Any]] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
-    #: Blocks that belong to another shard: (shard, model_id, InferenceBatch bytes) for
-    #: the repartition topic.
-    forwards: list[tuple[int, str, bytes]] = field(default_factory=list)
+    #: Blocks that belong to another shard: (shard, model_id, InferenceBatch bytes, events)
+    #: for the repartition topic.
+    forwards: list[tuple[int, str, bytes, int]] = field(default_factory=list)
     #: Records not published again because they are already on the incident topic.
     suppressed: int = 0
 
@@ -214,6 +214,8 @@ class Pipeline:
         for m in messages:  # in offset order per partition; the last one wins
             self.next_offsets[(m.topic, m.partition)] = m.offset + 1
         if self.metrics is not None:
+            self.metrics.forwarded.inc(sum(n for *_, n in out.forwards))
+            self.metrics.not_republished.inc(out.suppressed)
             self.metrics.observe_step(
                 Counter(m.topic for m in messages),
                 self.counters["events_in"] - events_before,
@@ -273,7 +275,7 @@ class Pipeline:
         for block in result.blocks:
             r = shard_of(block.model_id, self.incident_partitions)
             if r != here and not forwarded:
-                out.forwards.append((r, block.model_id, _as_batch(block)))
+                out.forwards.append((r, block.model_id, _as_batch(block), len(block)))
                 self.counters["events_forwarded"] += len(block)
                 continue
             self.counters["events_in"] += len(block)

@@ -45,3 +45,22 @@ def test_metrics_count_events_and_dead_letters(broker, metrics_port: int) -> Non
     assert m["inferwatch_batch_messages_count"] >= 1
     assert m["inferwatch_step_seconds_count"] == m["inferwatch_batch_messages_count"]
     assert m["inferwatch_events_rejected_total"] >= 1
+
+
+def test_metrics_show_shards_checkpoints_and_lag(broker, metrics_port: int) -> None:
+    with InferenceProducer(broker.bootstrap) as producer:
+        for ev in block_to_events(make_block(n=200, seed=32, model_id="it-metrics-2")):
+            producer.send(ev)
+    deadline = time.monotonic() + 60
+    m: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        m = scrape(metrics_port)
+        if m.get('inferwatch_checkpoints_total{result="ok"}', 0) >= 1 and any(
+                k.startswith("inferwatch_consumer_lag") for k in m):
+            break
+        time.sleep(1)
+    assert m["inferwatch_shards_held"] == 1  # the session worker holds the only shard
+    assert m['inferwatch_checkpoints_total{result="ok"}'] >= 1
+    assert m["inferwatch_checkpoint_bytes"] > 0
+    lag = {k: v for k, v in m.items() if k.startswith("inferwatch_consumer_lag")}
+    assert 'inferwatch_consumer_lag{partition="0",topic="inference-events"}' in lag
