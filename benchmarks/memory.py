@@ -19,8 +19,9 @@ Measured at 20 checkpoints (distinct clients seen):
   ``/proc/self/clear_refs`` after the warm-up so it covers the run only; without that the
   largest sampled RSS). RSS, not tracemalloc: numba kernels' and numpy's allocations are
   not reliably visible to tracemalloc, and RSS is what an operator's limit applies to.
-  The tables are allocated zeroed, so their pages become resident as slots are used:
-  RSS grows until the tables are full, then must stay flat.
+  The tables are allocated zeroed, so their pages become resident as slots are first
+  used (hashing spreads clients over every page, so within some ten thousand clients);
+  after that RSS must stay flat however many clients come.
 - **state bytes**: the ``nbytes`` of every numpy array held by the engine's detector
   objects (walked recursively, each buffer once). Preallocated, so constant.
 - **evictions** from the flood and extraction tables, their occupancy, and events/s
@@ -28,8 +29,11 @@ Measured at 20 checkpoints (distinct clients seen):
 
 The **documented budget** (:func:`documented_budget`) evaluates the README's formulas
 from the detector modules' own constants and the config, so a change of a slot layout
-moves the budget with it; the run reports whether measured state and peak RSS growth
-stay within it. Nothing is asserted here (the test does that on a small run).
+moves the budget with it: the detector state per model, plus per process the bounded
+client-key cache of :mod:`detectors.client_table` and a measured working-set allowance
+(engine build, block in flight). The run reports whether the engine's state stays within
+the state budget and the peak RSS growth within the whole. Nothing is asserted here (the
+test does that on a small run).
 
 The measurement runs in a fresh interpreter (``--in-process`` to skip that), so memory
 freed by earlier benchmarks of ``inferwatch bench all`` cannot hide growth, and the numba
@@ -39,10 +43,13 @@ kernels are loaded by a small warm-up engine before the baseline sample.
 ``memory.md`` and ``memory.png`` to ``DIR`` (default ``bench-out/``).
 
 >>> b = documented_budget(DetectorConfig(), n_features=32, n_classes=3)
->>> b["flood_client_table"] == DetectorConfig().client_capacity * 88
+>>> b["flood_client_table"] == DetectorConfig().client_capacity * FloodDetector.bytes_per_client(3)
 True
->>> b["state_total"] == sum(v for k, v in b.items() if not k.endswith("total")
-...                          and k != "block_working_set")
+>>> per_model = ("flood_client_table", "extraction_client_table", "windows", "whitened_shift",
+...              "sybil_population", "extraction_calibration", "baseline_tables")
+>>> b["state_total"] == sum(b[k] for k in per_model)
+True
+>>> b["total"] == b["state_total"] + b["client_key_cache"] + b["working_set"]
 True
 """
 
@@ -60,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,8 +77,8 @@ import numpy as np
 
 from benchmarks.kernels import REF_EVENTS, fmt_rate, progress
 from benchmarks.synthetic import make_block
-from detectors import extraction
-from detectors.baseline import Profile
+from detectors import client_table, extraction
+from detectors.baseline import SAMPLE_ROWS, Profile
 from detectors.block import EventBlock
 from detectors.client_table import client_hashes
 from detectors.config import DetectorConfig
@@ -96,13 +104,21 @@ WARMUP_EVENTS = 2_000
 #: blocks) kept by the window, CUSUM, whitened and extraction kernels: at most this many
 #: ``(bins + 2)``-wide float64 rows per column (about 12 today).
 TABLE_ROWS_PER_COLUMN = 16
-#: Working memory for the block being processed (the block, its decoding temporaries, the
-#: detectors' per-block outputs), an allowance measured with this benchmark over blocks of
-#: 1,000 to 50,000 events and 8 to 128 features: a fixed part (allocator arenas, caches,
-#: reached after the first blocks and flat afterwards) and a part per event of the block.
-WORKING_FIXED = 8 * 1024 * 1024
+#: Working memory the allocator holds besides the state: the detectors' calibration when
+#: a model's engine is built (simulated clients; 9 to 18 MB measured for 8 to 128 features)
+#: and the block being processed (the block, its decoding temporaries, the detectors'
+#: per-block outputs), which reuses that memory afterwards. Allowances measured with this
+#: benchmark over blocks of 1,000 to 50,000 events and 8 to 128 features: a fixed part and a
+#: part per event of the block, flat once the first blocks have run.
+WORKING_FIXED = 16 * 1024 * 1024
 WORKING_PER_EVENT = 512
 WORKING_PER_EVENT_FEATURE = 24
+#: Bytes per entry of the process-wide client-key cache besides the id string itself (dict
+#: slot, the 64-bit key as a Python int, the str object header), measured with
+#: :func:`python_bytes`; the id's characters come on top.
+KEY_CACHE_ENTRY_BYTES = 120
+#: Client id length the budget assumes (a UUID's 36 characters).
+ID_BYTES = 36
 MB = 1024 * 1024
 
 
@@ -111,6 +127,7 @@ MB = 1024 * 1024
 
 def documented_budget(
     cfg: DetectorConfig, n_features: int, n_classes: int, block: int = BLOCK,
+    id_bytes: int = ID_BYTES,
 ) -> dict[str, int]:
     """Bytes per component of one model's detector state, from the README's formulas.
 
@@ -119,7 +136,8 @@ def documented_budget(
     ``d`` features, ``c`` confidence statistics (3 with class scores, else 1), window ``W``,
     test step ``s`` and ``b`` bins:
 
-    - ``flood_client_table``: ``client_capacity x (40 + 16 x scales)``;
+    - ``flood_client_table``: ``client_capacity x (BYTES_PER_SLOT_BASE + BYTES_PER_SCALE x
+      scales)`` (:mod:`detectors.flood`; 92 bytes with 3 scales when this was written);
     - ``extraction_client_table``: ``extraction_capacity x bytes_per_client(d)``
       (about 5 kB + 8 bytes per feature);
     - ``windows``: per window over ``k`` columns (``d`` features, ``c`` statistics) a ring
@@ -132,9 +150,14 @@ def documented_budget(
       the random projection;
     - ``baseline_tables``: at most ``TABLE_ROWS_PER_COLUMN x (d + c) x (b + 2) x 8``;
 
-    their sum is ``state_total``. ``block_working_set`` adds what processing one block of
-    ``block`` events takes on top (``WORKING_FIXED + block x (WORKING_PER_EVENT +
-    WORKING_PER_EVENT_FEATURE x d)``); ``total`` is what process RSS may grow by.
+    their sum is ``state_total``. Per process (all models together) come on top:
+    ``client_key_cache``, the bounded cache of client-id hashes
+    (``KEY_CACHE_ENTRIES x (KEY_CACHE_ENTRY_BYTES + id_bytes)``), and
+    ``working_set``, what building the engine and processing one block of ``block`` events
+    take (``WORKING_FIXED + block x (WORKING_PER_EVENT + WORKING_PER_EVENT_FEATURE x d)``);
+    ``total`` (one model) is what process RSS may grow by. The baseline profile itself
+    (``baseline_profile``: reference sample rows as Python floats, 32 bytes per value) is
+    listed but not in ``total``: it is loaded before the engine exists.
     """
     d = int(n_features)
     c = 3 if n_classes >= 2 else 1
@@ -154,9 +177,16 @@ def documented_budget(
         "baseline_tables": TABLE_ROWS_PER_COLUMN * (d + c) * (bins + 2) * 8,
     }
     budget["state_total"] = sum(budget.values())
-    budget["block_working_set"] = WORKING_FIXED + block * (
+    budget["client_key_cache"] = getattr(client_table, "KEY_CACHE_ENTRIES", 0) * (
+        KEY_CACHE_ENTRY_BYTES + id_bytes)
+    budget["working_set"] = WORKING_FIXED + block * (
         WORKING_PER_EVENT + WORKING_PER_EVENT_FEATURE * d)
-    budget["total"] = budget["state_total"] + budget["block_working_set"]
+    budget["total"] = (budget["state_total"] + budget["client_key_cache"]
+                       + budget["working_set"])
+    # sample rows as lists of Python floats (8-byte pointer + 24-byte float each, plus the
+    # row's list), and per column the bin edges and shares
+    budget["baseline_profile"] = (SAMPLE_ROWS * (d * 32 + 64)
+                                  + (d + c) * (bins + 2) * 2 * 32 + 4096)
     return budget
 
 
@@ -170,45 +200,40 @@ def _owner(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def ndarray_bytes(obj: Any) -> dict[str, int]:
-    """Bytes of the numpy arrays reachable from ``obj``, by top-level attribute path.
+def ndarray_bytes(obj: Any) -> int:
+    """Bytes of the numpy arrays reachable from ``obj``, each buffer counted once.
 
-    Walks attributes (``__dict__`` and ``__slots__``), lists, tuples and dict values; each
-    buffer is counted once. Baseline :class:`Profile` objects are skipped (plain Python
-    lists, reported separately by :func:`python_bytes`).
+    Walks attributes (``__dict__`` and ``__slots__``), lists, tuples, sets and dict values.
+    Views count through the array owning their buffer. Baseline :class:`Profile` objects are
+    skipped (plain Python lists, reported separately by :func:`python_bytes`), as are
+    classes, modules and functions.
     """
     seen: set[int] = set()
-    out: dict[str, int] = {}
-
-    def walk(o: Any, top: str) -> None:
-        if id(o) in seen or isinstance(o, str | bytes | int | float | bool | type(None)):
-            return
+    total = 0
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, _LEAVES):
+            continue
         seen.add(id(o))
         if isinstance(o, np.ndarray):
             own = _owner(o)
-            if own is not o and id(own) in seen:
-                return
-            seen.add(id(own))
-            out[top] = out.get(top, 0) + int(own.nbytes)
-            return
-        if isinstance(o, Profile | type) or callable(o) and not hasattr(o, "__dict__"):
-            return
-        if isinstance(o, list | tuple | set):
-            for x in o:
-                walk(x, top)
-            return
-        if isinstance(o, dict):
-            for x in o.values():
-                walk(x, top)
-            return
-        for name, x in getattr(o, "__dict__", {}).items():
-            walk(x, top)
-        for name in getattr(type(o), "__slots__", ()):
-            if hasattr(o, name):
-                walk(getattr(o, name), top)
+            if own is o or id(own) not in seen:
+                seen.add(id(own))
+                total += int(own.nbytes)
+        elif isinstance(o, list | tuple | set | frozenset):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+        else:
+            stack.extend(getattr(o, "__dict__", {}).values())
+            stack.extend(getattr(o, name) for name in getattr(type(o), "__slots__", ())
+                         if hasattr(o, name))
+    return total
 
-    walk(obj, "root")
-    return out
+
+_LEAVES = (str, bytes, int, float, bool, type(None), Profile, type, types.ModuleType,
+           types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 
 
 def engine_state(eng: DetectionEngine) -> dict[str, Any]:
@@ -217,7 +242,7 @@ def engine_state(eng: DetectionEngine) -> dict[str, Any]:
     flood_table = extraction_table = 0
     for md in eng.models.values():
         for det in md.detectors:
-            per_detector[det.name] = per_detector.get(det.name, 0) + ndarray_bytes(det)["root"]
+            per_detector[det.name] = per_detector.get(det.name, 0) + ndarray_bytes(det)
             if isinstance(det, FloodDetector):
                 flood_table += sum(a.nbytes for a in det.slot_arrays())
             elif isinstance(det, ExtractionDetector):
@@ -254,6 +279,12 @@ def python_bytes(obj: Any) -> int:
         elif dataclasses.is_dataclass(o) and not isinstance(o, type):
             stack.extend(getattr(o, f.name) for f in dataclasses.fields(o))
     return total
+
+
+def key_cache_entries() -> int:
+    """Entries in the process-wide client-key cache of :mod:`detectors.client_table`."""
+    cache = getattr(client_table, "_key_cache", {})
+    return sum(len(v) for v in cache.values())
 
 
 # -- process memory --------------------------------------------------------------------------
@@ -366,6 +397,9 @@ def measure(
     build_peak = status["VmHWM"] if peak_reset else after_build
     peak_reset = peak_reset and reset_peak()  # from here: the stream's own peak
     progress(f"memory: engine built in {build_s:.1f} s, RSS +{(after_build - before) / MB:.1f} MB")
+    build_point = {"distinct_clients": 0, "events": 0, "rss_bytes": after_build,
+                   "rss_growth_bytes": after_build - before,
+                   "state_bytes": engine_state(eng)["total"]}
     flood = next(x for x in eng.models[profile.key].detectors if isinstance(x, FloodDetector))
     extr = next(x for x in eng.models[profile.key].detectors
                 if isinstance(x, ExtractionDetector))
@@ -401,6 +435,8 @@ def measure(
             "flood_occupancy": float(np.count_nonzero(flood.keys) / flood.keys.size),
             "extraction_occupancy": float(np.count_nonzero(extr.state.keys)
                                           / extr.state.keys.size),
+            "key_cache_entries": key_cache_entries(),
+            "key_cache_bytes": python_bytes(getattr(client_table, "_key_cache", {})),
             "process_seconds": proc_s,
             "events_per_s": (events - last_events) / max(proc_s - last_s, 1e-9),
         }
@@ -420,6 +456,7 @@ def measure(
     regular_ids = np.array([f"regular-{j}" for j in range(regulars)], dtype=object)
     reg_keys = client_hashes(profile.model_id, profile.model_version, regular_ids)
     return {
+        "build_point": build_point,
         "points": points,
         "events": events,
         "distinct_clients": points[-1]["distinct_clients"] if points else 0,
@@ -435,6 +472,8 @@ def measure(
         "ru_maxrss_lifetime_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "state": state,
         "profile_python_bytes": python_bytes(profile),
+        "key_cache_bytes_max": max(p["key_cache_bytes"] for p in points),
+        "key_cache_entries_max": max(p["key_cache_entries"] for p in points),
         "flood_evictions": flood.evictions,
         "extraction_evictions": int(extr.state.stats[0]),
         "regulars_tracked": {
@@ -478,12 +517,13 @@ def verdict(measured: dict[str, Any], budget: dict[str, int], cfg: DetectorConfi
     distinct = end["distinct_clients"]
     state_end = measured["state"]["total"]
     return {
+        "state_budget_bytes": budget["state_total"],
         "budget_bytes": budget["total"],
         "state_bytes": state_end,
         "peak_rss_growth_bytes": measured["peak_rss_growth_bytes"],
-        "state_within_budget": state_end <= budget["total"],
+        "state_within_budget": state_end <= budget["state_total"],
         "peak_rss_within_budget": measured["peak_rss_growth_bytes"] <= budget["total"],
-        "within_budget": (state_end <= budget["total"]
+        "within_budget": (state_end <= budget["state_total"]
                           and measured["peak_rss_growth_bytes"] <= budget["total"]),
         "half_distinct_clients": half["distinct_clients"],
         "end_distinct_clients": distinct,
@@ -548,21 +588,22 @@ def markdown(report: dict[str, Any]) -> str:
     c, b, m, v = report["config"], report["budget"], report["measured"], report["verdict"]
     st = m["state"]
     yn = {True: "yes", False: "no"}
-    per_model_budget = sum(val for k, val in b.items()
-                           if k not in ("total", "flood_client_table", "extraction_client_table"))
+    per_model_budget = b["state_total"] - b["flood_client_table"] - b["extraction_client_table"]
     lines = [
         "# Memory: one model, distinct clients through DetectionEngine.process",
         "",
-        f"{v['end_distinct_clients']:,} distinct client ids ({m['one_shot_clients']:,} seen once, "
-        f"{m['regular_clients']:,} regulars) in {m['events']:,} events of {c['features']} features, "
+        f"{v['end_distinct_clients']:,} distinct client ids ({m['one_shot_clients']:,} seen "
+        f"once, {m['regular_clients']:,} regulars) in {m['events']:,} events of "
+        f"{c['features']} features, "
         f"blocks of {c['block']:,}; client table {c['client_capacity']:,} slots x "
         f"{c['flood_bytes_per_slot']} B, extraction table {c['extraction_capacity']:,} slots x "
         f"{c['extraction_bytes_per_slot']:,} B, window {c['window']:,}; "
         f"{'fresh interpreter' if c['isolated_process'] else 'in-process'}.",
         "",
-        f"**Within budget: {yn[v['within_budget']]}** (engine state {_mb(v['state_bytes'])} MB, "
-        f"peak RSS growth {_mb(v['peak_rss_growth_bytes'])} MB, documented budget "
-        f"{_mb(v['budget_bytes'])} MB). **Bounded: {yn[v['state_bounded']]}** (state "
+        f"**Within budget: {yn[v['within_budget']]}** (engine state {_mb(v['state_bytes'])} MB "
+        f"against {_mb(v['state_budget_bytes'])} MB documented; peak RSS growth "
+        f"{_mb(v['peak_rss_growth_bytes'])} MB against {_mb(v['budget_bytes'])} MB with the "
+        f"key cache and working set). **Bounded: {yn[v['state_bounded']]}** (state "
         f"{_mb(v['state_bytes_half'])} MB at {v['half_distinct_clients']:,} clients and "
         f"{_mb(v['state_bytes_end'])} MB at {v['end_distinct_clients']:,}; RSS "
         f"{v['rss_growth_second_half_bytes'] / MB:+,.2f} MB over the second half). "
@@ -583,24 +624,31 @@ def markdown(report: dict[str, Any]) -> str:
         f"{_mb(b['whitened_shift'])}, sybil / population {_mb(b['sybil_population'])}, "
         f"extraction calibration {_mb(b['extraction_calibration'])}, baseline tables "
         f"{_mb(b['baseline_tables'])} | {_mb(per_model_budget)} | {_mb(st['per_model_rest'])} |",
-        f"| **total** | **{_mb(b['total'])}** | **{_mb(st['total'])}** |",
+        f"| **detector state** | **{_mb(b['state_total'])}** | **{_mb(st['total'])}** |",
+        f"| client-key cache (process-wide; measured: its largest size) "
+        f"| {_mb(b['client_key_cache'])} | {_mb(m['key_cache_bytes_max'])} |",
+        f"| working set: engine build, one block of {c['block']:,} events (in the RSS below) "
+        f"| {_mb(b['working_set'])} | |",
+        f"| **process RSS growth** | **{_mb(b['total'])}** "
+        f"| **{_mb(m['peak_rss_growth_bytes'])}** (peak) |",
         "",
         "Per detector (numpy state, MB): "
         + ", ".join(f"{k} {_mb(val)}" for k, val in st["per_detector"].items())
-        + f". Not in the table: the baseline profile itself (Python lists, "
-        f"{_mb(m['profile_python_bytes'])} MB). Process RSS: building the engine "
+        + f". Not in the RSS growth: the baseline profile itself (Python lists, loaded before "
+        f"the engine: {_mb(m['profile_python_bytes'])} MB, documented "
+        f"{_mb(b['baseline_profile'])} MB). Process RSS: building the engine "
         f"{_mb(m['build_rss_growth_bytes'])} MB (peak {_mb(m['build_peak_rss_growth_bytes'])} MB "
         f"during calibration), peak over the stream {_mb(m['stream_peak_rss_growth_bytes'])} MB "
         f"({m['peak_source']}), both above the RSS before the engine was built.",
         "",
-        "| distinct clients | events | RSS growth (MB) | state (MB) | evictions (client table) "
-        "| evictions (extraction) | client table filled | events/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| distinct clients | events | RSS growth (MB) | state (MB) | key cache (MB) "
+        "| evictions (client table) | evictions (extraction) | client table filled | events/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in m["points"]:
         lines.append(
             f"| {p['distinct_clients']:,} | {p['events']:,} | {_mb(p['rss_growth_bytes'])} "
-            f"| {_mb(p['state_bytes'])} | {p['flood_evictions']:,} "
+            f"| {_mb(p['state_bytes'])} | {_mb(p['key_cache_bytes'])} | {p['flood_evictions']:,} "
             f"| {p['extraction_evictions']:,} | {100 * p['flood_occupancy']:.1f} % "
             f"| {p['events_per_s']:,.0f} |")
     return "\n".join(lines) + "\n"
@@ -620,14 +668,22 @@ def plot(report: dict[str, Any], path: Path) -> None:
     c, m, v = report["config"], report["measured"], report["verdict"]
     pts = m["points"]
     xs = [p["distinct_clients"] for p in pts]
+    mem = [m["build_point"], *pts]  # from the engine's construction on
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax.plot(xs, [p["rss_growth_bytes"] / MB for p in pts], "o-", color="#1f77b4",
-            label="process RSS growth")
-    ax.plot(xs, [p["state_bytes"] / MB for p in pts], "s--", color="#2ca02c",
-            label="engine numpy state")
-    ax.axhline(v["budget_bytes"] / MB, color="#d62728", ls=":", label="documented budget")
+    ax.plot([p["distinct_clients"] for p in mem], [p["rss_growth_bytes"] / MB for p in mem],
+            "o-", color="#1f77b4", label="process RSS growth")
+    ax.plot([p["distinct_clients"] for p in mem], [p["state_bytes"] / MB for p in mem],
+            "s--", color="#2ca02c", label="engine numpy state")
+    ax.axhline(v["budget_bytes"] / MB, color="#d62728", ls=":",
+               label="documented budget (state + key cache + working set)")
+    ax.axhline(v["state_budget_bytes"] / MB, color="#2ca02c", ls=":", lw=0.8,
+               label="documented state budget")
     ax.axhline(v["peak_rss_growth_bytes"] / MB, color="#1f77b4", ls=":", lw=0.8,
                label="peak RSS growth")
+    for a in (ax, ax2):
+        if c["client_capacity"] < xs[-1]:
+            a.axvline(c["client_capacity"], color="gray", ls="--", lw=0.8,
+                      label="client table capacity")
     ax.set_xlabel("distinct clients seen")
     ax.set_ylabel("MB")
     ax.set_ylim(0, max(v["budget_bytes"], v["peak_rss_growth_bytes"]) / MB * 1.2)

@@ -97,7 +97,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1
 
 
-BENCHES = ("quality", "kernels", "sweeps", "e2e")
+BENCHES = ("quality", "kernels", "sweeps", "scaleout", "e2e", "memory")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -247,13 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     bb.set_defaults(func=_cmd_baseline_build)
 
     bn = sub.add_parser(
-        "bench", formatter_class=_formatter, help="benchmarks: detection quality, throughput",
+        "bench", formatter_class=_formatter,
+        help="benchmarks: detection quality, throughput, memory",
         description="Run inferwatch's benchmarks and write JSON, a markdown table and plots "
         "to --out: quality (labelled scenarios vs river), kernels (detector kernels vs river "
-        "and numpy), sweeps (batch size, window, features), e2e (through the embedded broker, "
-        "vs a naive Faust agent).",
+        "and numpy), sweeps (batch size, window, features), scaleout (partitions x workers "
+        "through the embedded broker), e2e (through the embedded broker, "
+        "vs a naive Faust agent), memory (1,000,000 distinct clients against the documented "
+        "memory budget).",
         epilog="example:\n  inferwatch bench --quick\n  inferwatch bench quality "
-        "--out bench-out",
+        "--out bench-out\n  inferwatch bench memory --out bench-out",
     )
     bn.add_argument("which", nargs="?", default="all", choices=("all", *BENCHES))
     bn.add_argument("--quick", action="store_true", help="reduced sizes (CI)")
