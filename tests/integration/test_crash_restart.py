@@ -40,6 +40,7 @@ from tests.integration.conftest import read_until
 from tests.integration.workers import (
     Worker,
     block_events,
+    events_block,
     produce,
     settings_from,
     topic_env,
@@ -99,14 +100,7 @@ def _flagged(profiles: dict, parts: list[list[dict]], client: str, detector: str
     for events in parts:
         for model in sorted({e["model_id"] for e in events}):
             mine = [e for e in events if e["model_id"] == model]
-            blk = EventBlock(
-                model, "1", np.array([e["event_id"] for e in mine], dtype=object),
-                np.array([e["timestamp_ms"] for e in mine], dtype=np.int64),
-                np.array([e["client_id"] for e in mine], dtype=object),
-                np.array([e["features"] for e in mine], dtype=np.float32),
-                np.array([e["scores"] for e in mine], dtype=np.float32),
-                np.array([max(e["scores"]) for e in mine], dtype=np.float32),
-                np.array([e["prediction"] for e in mine], dtype=object))
+            blk = events_block(model, mine)
             for rec in eng.process(blk):
                 if rec["detector"] == detector and rec["client_id"] == client:
                     return True

@@ -33,6 +33,7 @@ from tests.integration.conftest import read_until
 from tests.integration.workers import (
     Worker,
     block_events,
+    events_block,
     settings_from,
     topic_env,
     wait_checkpointed,
@@ -62,14 +63,7 @@ def _burst_trigger(profile: Profile, events: list[dict], client: str) -> str | N
     eng = DetectionEngine(DetectorConfig(client_capacity=CAPACITY), {profile.key: profile})
     for i in range(0, len(events), 5000):
         chunk = events[i:i + 5000]
-        blk = EventBlock(
-            MODEL, "1", np.array([e["event_id"] for e in chunk], dtype=object),
-            np.array([e["timestamp_ms"] for e in chunk], dtype=np.int64),
-            np.array([e["client_id"] for e in chunk], dtype=object),
-            np.array([e["features"] for e in chunk], dtype=np.float32),
-            np.array([e["scores"] for e in chunk], dtype=np.float32),
-            np.array([max(e["scores"]) for e in chunk], dtype=np.float32),
-            np.array([e["prediction"] for e in chunk], dtype=object))
+        blk = events_block(MODEL, chunk)
         for rec in eng.process(blk):
             if rec["client_id"] == client and rec["detector"] == "query_flood":
                 return rec["trigger_event_id"]

@@ -32,6 +32,7 @@ from tests.integration.conftest import read_until
 from tests.integration.workers import (
     Worker,
     block_events,
+    events_block,
     produce,
     settings_from,
     topic_env,
@@ -67,14 +68,7 @@ def _offline_opens(profiles: dict, events: list[dict]) -> set[tuple[str, str, st
         chunk = events[i:i + 2000]
         for model in dict.fromkeys(e["model_id"] for e in chunk):
             mine = [e for e in chunk if e["model_id"] == model]
-            blk = EventBlock(
-                model, "1", np.array([e["event_id"] for e in mine], dtype=object),
-                np.array([e["timestamp_ms"] for e in mine], dtype=np.int64),
-                np.array([e["client_id"] for e in mine], dtype=object),
-                np.array([e["features"] for e in mine], dtype=np.float32),
-                np.array([e["scores"] for e in mine], dtype=np.float32),
-                np.array([max(e["scores"]) for e in mine], dtype=np.float32),
-                np.array([e["prediction"] for e in mine], dtype=object))
+            blk = events_block(model, mine)
             opened |= {(r["detector"], r["model_id"], r["client_id"])
                        for r in eng.process(blk) if r["status"] == "open"}
     return opened

@@ -99,6 +99,18 @@ def block_events(block: EventBlock) -> list[dict[str, Any]]:
     return out
 
 
+def events_block(model: str, events: list[dict[str, Any]]) -> EventBlock:
+    """Event dicts of one model (version "1") as a block, for the detection core."""
+    return EventBlock(
+        model, "1", np.array([e["event_id"] for e in events], dtype=object),
+        np.array([e["timestamp_ms"] for e in events], dtype=np.int64),
+        np.array([e["client_id"] for e in events], dtype=object),
+        np.array([e["features"] for e in events], dtype=np.float32),
+        np.array([e["scores"] for e in events], dtype=np.float32),
+        np.array([max(e["scores"]) for e in events], dtype=np.float32),
+        np.array([e["prediction"] for e in events], dtype=object))
+
+
 def produce(bootstrap: str, topic: str, events: list[dict[str, Any]],
             key: Callable[[dict[str, Any]], bytes | None]) -> None:
     """Send events as JSON messages keyed by ``key(event)`` and wait for the acks."""
