@@ -362,10 +362,12 @@ class Decoder:
             shape = ModelShape(len(first["features"]), len(first.get("scores") or ()))
         feats = [ev["features"] for _, ev in items]
         scores = [ev.get("scores") for _, ev in items]
-        if set(map(len, feats)) == {shape.n_features} and (
-            set(map(len, scores)) == {shape.n_classes} if shape.n_classes and None not in scores
-            else scores.count(None) == len(scores)
-        ):  # the usual case: every event has the model's shape (one pass per column)
+        if shape.n_classes:
+            scores_ok = None not in scores and set(map(len, scores)) == {shape.n_classes}
+        else:
+            scores_ok = scores.count(None) == len(scores)
+        if scores_ok and set(map(len, feats)) == {shape.n_features}:
+            # the usual case: every event has the model's shape (one pass per column)
             kept = items
         else:
             kept = []
