@@ -27,6 +27,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -92,6 +93,23 @@ def run_config(broker: EmbeddedBroker, partitions: int, workers: int, size: dict
         say(f"{partitions} partition(s), {workers} worker(s): shards held; publishing "
             f"{size['events']:,} events")
         per_model = size["events"] // len(models)
+        total = per_model * len(models)
+        marks: dict[str, float] = {}
+
+        def watch() -> None:  # counts while the producer is still publishing
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                seen = _total(ports, "inferwatch_events_in_total")
+                now = time.monotonic()
+                if "first" not in marks and seen > 0:
+                    marks["first"] = now
+                if seen >= total:
+                    marks["last"] = now
+                    return
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         rng = np.random.default_rng(1)
         with InferenceProducer(broker.bootstrap, topic_events=topics["events"],
                                topic_batches=topics["batches"]) as producer:
@@ -105,20 +123,10 @@ def run_config(broker: EmbeddedBroker, partitions: int, workers: int, size: dict
                         1_767_000_600_000 + (start + np.arange(n)) * 2,
                         [f"c-{c}" for c in rng.integers(0, 2000, n)],
                         [str(int(k)) for k in S.argmax(1)], X, S)
-        total = per_model * len(models)
-        first = last = None
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            seen = _total(ports, "inferwatch_events_in_total")
-            now = time.monotonic()
-            if first is None and seen > 0:
-                first = now
-            if seen >= total:
-                last = now
-                break
-            time.sleep(0.1)
-        if first is None or last is None:
-            raise TimeoutError(f"workers processed {seen:,.0f} of {total:,} events")
+        watcher.join()
+        if "first" not in marks or "last" not in marks:
+            raise TimeoutError(f"workers did not process {total:,} events in time")
+        first, last = marks["first"], marks["last"]
         rate = total / max(last - first, 1e-9)
         say(f"  {rate:,.0f} events/s")
         return {"partitions": partitions, "workers": workers, "events": total,

@@ -11,7 +11,8 @@ State and delivery (see the README's reliability section):
 - The group uses the range assignor over the co-partitioned input topics, so a worker
   that owns partition ``r`` of one input topic owns partition ``r`` of all of them: it
   holds shard ``r`` (the detectors of the models that hash to ``r``).
-- Every ``checkpoint_interval_s``, after the step's output was flushed to the broker,
+- Every ``checkpoint_interval_s`` (stretched to ten times the last checkpoint's duration
+  when that is longer), after the step's output was flushed to the broker,
   each held shard's engine and input offsets are written to the checkpoint topic; only
   then are the group offsets committed. On assignment (start, restart, rebalance) the
   shard is restored from its newest checkpoint and its input is sought to the offsets in
@@ -41,6 +42,10 @@ log = logging.getLogger("inferwatch")
 
 Publish = Callable[[StepOutput], Awaitable[None]]
 
+#: Checkpoint interval as a multiple of the last checkpoint's duration, at least: keeps
+#: checkpointing to about a tenth of the worker's time.
+CHECKPOINT_SHARE = 10.0
+
 
 class ShardedIngest:
     """The consume -> step -> publish -> checkpoint -> commit loop of one worker."""
@@ -63,6 +68,8 @@ class ShardedIngest:
         self.consumer: AIOKafkaConsumer | None = None
         self.dirty = False
         self.last_checkpoint = time.monotonic()
+        #: Seconds between checkpoints: the setting, stretched when checkpoints are slow.
+        self.interval_s = settings.checkpoint_interval_s
         self.counters: Counter = Counter()
         #: Id of the checkpoint this worker wrote last, per shard.
         self.last_written: dict[int, str] = {}
@@ -95,8 +102,9 @@ class ShardedIngest:
         written = self.store.bytes_written
         try:
             await self.flush()  # records of the steps so far are on the broker first
-            for r in shards:
-                self._checkpoint_shard(r)
+            loop = asyncio.get_running_loop()
+            for r in shards:  # in a thread: the consumer's heartbeats go on meanwhile
+                await loop.run_in_executor(None, self._checkpoint_shard, r)
         except Exception as exc:  # noqa: BLE001 - never crash the worker over a checkpoint
             self.counters["checkpoint_failures"] += 1
             if metrics is not None:
@@ -113,9 +121,13 @@ class ShardedIngest:
                 log.warning("offset commit after checkpoint failed (%s); the checkpoint "
                             "still holds the position", exc)
         self.dirty = False
+        took = time.monotonic() - self.last_checkpoint
+        # Checkpoints may take at most a tenth of the worker's time: with large state on a
+        # slow broker the interval stretches rather than throughput collapsing.
+        self.interval_s = max(self.settings.checkpoint_interval_s, CHECKPOINT_SHARE * took)
         if metrics is not None:
             metrics.checkpoints.labels("ok").inc()
-            metrics.checkpoint_seconds.observe(time.monotonic() - self.last_checkpoint)
+            metrics.checkpoint_seconds.observe(took)
             metrics.checkpoint_bytes.set(self.store.bytes_written - written)
         return True
 
@@ -255,7 +267,7 @@ class ShardedIngest:
                         self.dirty = True
                     self.observe_lag()
                     if self.dirty and (time.monotonic() - self.last_checkpoint
-                                       >= s.checkpoint_interval_s):
+                                       >= self.interval_s):
                         await self.checkpoint()
         except asyncio.CancelledError:
             raise
