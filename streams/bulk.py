@@ -45,6 +45,9 @@ Publish = Callable[[StepOutput], Awaitable[None]]
 #: Checkpoint interval as a multiple of the last checkpoint's duration, at least: keeps
 #: checkpointing to about a tenth of the worker's time.
 CHECKPOINT_SHARE = 10.0
+#: ...but never more than this (seconds): a checkpoint slowed by a broker that was just
+#: reconnecting must not postpone the next one for minutes; it bounds the replay too.
+MAX_STRETCHED_INTERVAL_S = 60.0
 
 
 class ShardedIngest:
@@ -124,7 +127,8 @@ class ShardedIngest:
         took = time.monotonic() - self.last_checkpoint
         # Checkpoints may take at most a tenth of the worker's time: with large state on a
         # slow broker the interval stretches rather than throughput collapsing.
-        self.interval_s = max(self.settings.checkpoint_interval_s, CHECKPOINT_SHARE * took)
+        self.interval_s = max(self.settings.checkpoint_interval_s,
+                              min(CHECKPOINT_SHARE * took, MAX_STRETCHED_INTERVAL_S))
         if metrics is not None:
             metrics.checkpoints.labels("ok").inc()
             metrics.checkpoint_seconds.observe(took)

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     resolve_after_ms: int = Field(_D.resolve_after_ms, description="Quiet event time after "
                                   "which an incident resolves.")
     client_capacity: int = Field(_D.client_capacity, description="Per-client table slots "
-                                 "(power of two, 72 bytes each).")
+                                 "(power of two, 92 bytes each).")
     data_dir: Path | None = Field(None, description="Worker's local state directory "
                                   "(default: <tmp>/inferwatch/<app_id>-data).")
     metrics_port: int = Field(9464, description="Prometheus /metrics port (0: off).")

@@ -77,8 +77,10 @@ def test_worker_survives_broker_outage(tmp_path: Path) -> None:
             produce(broker.bootstrap, settings.topic_events, after, key)
             assert _incident_for(broker.bootstrap, settings.topic_incidents, "after-outage",
                                  120), worker.tail(80)
+            # the first checkpoint after the outage can be slow, which stretches the
+            # interval (at most 60 s, streams/bulk.py)
             ckpt = wait_checkpointed(settings, {(settings.topic_events, 0): len(after)},
-                                     workers=[worker])[0]
+                                     timeout_s=180, workers=[worker])[0]
             assert worker.alive() and worker.proc.pid == pid
         finally:
             worker.stop()
