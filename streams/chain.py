@@ -77,11 +77,6 @@ def verify_records(records: Iterable[tuple[int, int, dict[str, Any]]]) -> list[d
     return problems
 
 
-def partition_for(incident_id: str, partitions: int) -> int:
-    """The ``ml-incidents`` partition of an incident: all its records share one chain."""
-    return int(incident_id[:8], 16) % max(partitions, 1)
-
-
 def read_chain(bootstrap: str, topic: str, timeout_s: float = 30.0,
                **client_config: Any) -> list[tuple[int, int, dict[str, Any]]]:
     """Every record of ``topic``, per partition in offset order (undecodable ones as {})."""
