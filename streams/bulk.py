@@ -159,8 +159,7 @@ class ShardedIngest:
         ckpt_id, ckpt = self.store.newest(r, known_id=mine if r in self.suspended else None)
         if r in self.suspended and (ckpt_id is None or ckpt_id == mine):
             shard, offsets = self.suspended.pop(r)
-            self.pipeline.shards[r] = shard
-            self.pipeline.next_offsets.update(offsets)
+            self.pipeline.adopt_shard(r, shard, offsets)
             log.info("shard %d continues from memory", r)
             self.counters["resumed_from_memory"] += 1
             return {TopicPartition(t, p): off for (t, p), off in offsets.items()}, \

@@ -147,6 +147,16 @@ class Pipeline:
         for tp, off in offsets.items():
             self.next_offsets[tp] = off
 
+    def adopt_shard(self, r: int, shard: Shard, offsets: dict[tuple[str, int], int]) -> None:
+        """Take back shard ``r`` that :meth:`drop_shard` let go of, state and all.
+
+        Its kernel time moved to the retired total when it was dropped; it moves back
+        so that :meth:`kernel_seconds` counts it once.
+        """
+        self._retired_kernel_seconds.subtract(shard.engine.kernel_seconds)
+        self.shards[r] = shard
+        self.next_offsets.update(offsets)
+
     def drop_shard(self, r: int) -> None:
         """Forget shard ``r`` (its partitions went to another worker)."""
         sh = self.shards.pop(r, None)
