@@ -805,6 +805,7 @@ def run_latency(broker: EmbeddedBroker, size: Size, rate: float, out: Path, run_
     from streams.records import decode_incident
 
     e2i, e2p, p2a, s2i = [], [], [], []
+    slowest: list[tuple[float, str, str, float]] = []
     statuses: Counter = Counter()
     detectors: Counter = Counter()
     for arrival_s, create_ms, value in reader.items:
@@ -815,6 +816,8 @@ def run_latency(broker: EmbeddedBroker, size: Size, rate: float, out: Path, run_
         detectors[rec["detector"]] += 1
         ev_ms = float(rec["timestamp_ms"])
         e2i.append(arrival_s * 1000.0 - ev_ms)
+        slowest.append((round(e2i[-1], 1), rec["detector"], rec["status"],
+                        round(arrival_s - t0, 2)))
         e2p.append(create_ms - ev_ms)
         p2a.append(arrival_s * 1000.0 - create_ms)
         trig = str(rec.get("trigger_event_id") or "")
@@ -845,6 +848,9 @@ def run_latency(broker: EmbeddedBroker, size: Size, rate: float, out: Path, run_
         "publish_to_arrival_ms": _dist(p2a),
         "send_to_incident_ms": _dist(s2i),
         "producer": sender.kind,
+        #: the ten slowest records: (event-to-incident ms, detector, status, arrival s
+        #: after the live traffic started), to tell a slow detector from a stalled worker
+        "slowest": sorted(slowest, reverse=True)[:10],
     }
     d = res["event_to_incident_ms"]
     res["note"] = (f"{d['n']} open/update records" + (

@@ -12,11 +12,13 @@ State and delivery (see the README's reliability section):
   that owns partition ``r`` of one input topic owns partition ``r`` of all of them: it
   holds shard ``r`` (the detectors of the models that hash to ``r``).
 - Every ``checkpoint_interval_s`` (stretched to ten times the last checkpoint's duration
-  when that is longer), after the step's output was flushed to the broker,
-  each held shard's engine and input offsets are written to the checkpoint topic; only
-  then are the group offsets committed. On assignment (start, restart, rebalance) the
-  shard is restored from its newest checkpoint and its input is sought to the offsets in
-  it, so each event is reflected in detector state once.
+  when that is longer), after the step's output was flushed to the broker, each held
+  shard's engine and input offsets are pickled together (processing pauses only for
+  that), then compressed and written to the checkpoint topic in the background; only
+  when the broker has acknowledged them are the group offsets committed. On assignment
+  (start, restart, rebalance) the shard is restored from its newest checkpoint and its
+  input is sought to the offsets in it, so each event is reflected in detector state
+  once.
 - Records published between the checkpoint and a crash are read back from the incident
   topic into the shard's fence, so replaying the input does not publish them again.
 """
@@ -33,7 +35,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from streams.checkpoint import CheckpointStore, PartitionReader, ShardCheckpoint
+from streams.checkpoint import (
+    CheckpointStore,
+    EncodedCheckpoint,
+    PartitionReader,
+    ShardCheckpoint,
+)
 from streams.pipeline import Message, Pipeline, StepOutput, content_hash
 from streams.records import decode_incident
 from streams.settings import Settings
@@ -76,6 +83,8 @@ class ShardedIngest:
         self.counters: Counter = Counter()
         #: Id of the checkpoint this worker wrote last, per shard.
         self.last_written: dict[int, str] = {}
+        #: The background half of the last checkpoint (write, then commit), if running.
+        self.pending: asyncio.Future[bool] | None = None
         #: Shards revoked from this worker, kept in memory in case they come back (a
         #: rebalance that returns them, or a broker that lost its data in an outage).
         self.suspended: dict[int, tuple[Any, dict[tuple[str, int], int]]] = {}
@@ -84,56 +93,100 @@ class ShardedIngest:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def _checkpoint_shard(self, r: int) -> None:
-        sh = self.pipeline.shards[r]
-        end = self.reader.end(self.settings.topic_incidents, r)
-        self.last_written[r] = self.store.write(
-            ShardCheckpoint(r, sh.engine, self.pipeline.shard_offsets(r), end,
-                            topic_ids=dict(self.topic_ids)))
-        self.counters["checkpoints"] += 1
+    def _snapshot(self, shards: list[int]) -> list[EncodedCheckpoint]:
+        """Serialise the held shards (runs while no step can change them)."""
+        snaps = []
+        for r in shards:
+            end = self.reader.end(self.settings.topic_incidents, r)
+            snaps.append(self.store.encode(ShardCheckpoint(
+                r, self.pipeline.shards[r].engine, self.pipeline.shard_offsets(r), end,
+                topic_ids=dict(self.topic_ids))))
+        return snaps
 
-    async def checkpoint(self) -> bool:
+    def _write(self, snaps: list[EncodedCheckpoint]) -> tuple[list[str], int]:
+        """Compress and write the snapshots; their ids and compressed bytes."""
+        before = self.store.bytes_written
+        ids = [self.store.write_encoded(enc) for enc in snaps]
+        return ids, self.store.bytes_written - before
+
+    async def checkpoint(self, wait: bool = False) -> bool:
         """Make every held shard durable, then commit the offsets the checkpoints cover.
 
-        Returns False (and commits nothing) when the broker did not take the checkpoint,
-        e.g. during an outage; the state stays in memory and the next attempt follows
-        after ``checkpoint_interval_s``.
+        The shards are pickled at once (the only pause in processing); the bytes are
+        compressed and written to the checkpoint topic in the background while the worker
+        goes on, and the offsets are committed when the broker has acknowledged all of
+        them. With
+        ``wait`` the call returns after that. Returns False (and commits nothing) when the
+        broker did not take the checkpoint, e.g. during an outage; the state stays in
+        memory and the next attempt follows after ``checkpoint_interval_s``.
         """
-        self.last_checkpoint = time.monotonic()
+        if not await self.settle():
+            self.dirty = True
+        started = self.last_checkpoint = time.monotonic()
         shards = sorted(self.pipeline.shards)
-        metrics = self.pipeline.metrics
-        written = self.store.bytes_written
+        loop = asyncio.get_running_loop()
         try:
             await self.flush()  # records of the steps so far are on the broker first
-            loop = asyncio.get_running_loop()
-            for r in shards:  # in a thread: the consumer's heartbeats go on meanwhile
-                await loop.run_in_executor(None, self._checkpoint_shard, r)
+            # in a thread: the consumer's heartbeats go on meanwhile
+            snaps = await loop.run_in_executor(None, self._snapshot, shards)
         except Exception as exc:  # noqa: BLE001 - never crash the worker over a checkpoint
-            self.counters["checkpoint_failures"] += 1
-            if metrics is not None:
-                metrics.checkpoints.labels("failed").inc()
-            log.error("checkpoint failed (%s: %s); offsets not committed, will retry",
-                      type(exc).__name__, exc)
+            self._checkpoint_failed(exc)
             return False
+        self.dirty = False
+        paused = time.monotonic() - started
         offsets = {TopicPartition(t, p): off for r in shards
                    for (t, p), off in self.pipeline.shard_offsets(r).items()}
+        self.pending = asyncio.ensure_future(
+            self._finish(snaps, offsets, started, paused))
+        return await self.settle() if wait else True
+
+    async def _finish(self, snaps: list[EncodedCheckpoint],
+                      offsets: dict[TopicPartition, int], started: float,
+                      paused: float) -> bool:
+        """Write serialised shards, then commit their offsets (the background half)."""
+        loop = asyncio.get_running_loop()
+        try:
+            ids, size = await loop.run_in_executor(None, self._write, snaps)
+        except Exception as exc:  # noqa: BLE001 - never crash the worker over a checkpoint
+            self._checkpoint_failed(exc)
+            self.dirty = True  # the steps since the last good checkpoint are not durable
+            return False
+        for enc, ckpt_id in zip(snaps, ids, strict=True):
+            self.last_written[enc.shard] = ckpt_id
+        self.counters["checkpoints"] += len(snaps)
         if offsets and self.consumer is not None:
             try:
                 await self.consumer.commit(offsets)
             except Exception as exc:  # noqa: BLE001 - the checkpoint is the source of truth
                 log.warning("offset commit after checkpoint failed (%s); the checkpoint "
                             "still holds the position", exc)
-        self.dirty = False
-        took = time.monotonic() - self.last_checkpoint
+        took = time.monotonic() - started
+        log.info("checkpoint of shards %s: %d bytes, processing paused %.3f s, written and "
+                 "committed after %.3f s", [e.shard for e in snaps],
+                 size, paused, took)
         # Checkpoints may take at most a tenth of the worker's time: with large state on a
         # slow broker the interval stretches rather than throughput collapsing.
         self.interval_s = max(self.settings.checkpoint_interval_s,
                               min(CHECKPOINT_SHARE * took, MAX_STRETCHED_INTERVAL_S))
+        metrics = self.pipeline.metrics
         if metrics is not None:
             metrics.checkpoints.labels("ok").inc()
             metrics.checkpoint_seconds.observe(took)
-            metrics.checkpoint_bytes.set(self.store.bytes_written - written)
+            metrics.checkpoint_pause_seconds.observe(paused)
+            metrics.checkpoint_bytes.set(size)
         return True
+
+    async def settle(self) -> bool:
+        """Wait for the checkpoint being written, if any; False if it failed."""
+        pending, self.pending = self.pending, None
+        return True if pending is None else await pending
+
+    def _checkpoint_failed(self, exc: Exception) -> None:
+        self.counters["checkpoint_failures"] += 1
+        if self.pipeline.metrics is not None:
+            self.pipeline.metrics.checkpoints.labels("failed").inc()
+        log.error("checkpoint failed (%s: %s); offsets not committed, will retry",
+                  type(exc).__name__, exc)
 
     def observe_lag(self) -> None:
         """Consumer lag per input partition (fetch high watermark minus next offset)."""
@@ -199,7 +252,7 @@ class ShardedIngest:
             gone = {tp.partition for tp in revoked} & set(self.pipeline.shards)
             if not gone:
                 return
-            await self.checkpoint()
+            await self.checkpoint(wait=True)  # durable before another worker reads it
             for r in gone:
                 self.suspended[r] = (self.pipeline.shards[r], self.pipeline.shard_offsets(r))
                 self.pipeline.drop_shard(r)
@@ -269,16 +322,19 @@ class ShardedIngest:
                         await self.publish(self.pipeline.safe_step(msgs))
                         self.dirty = True
                     self.observe_lag()
-                    if self.dirty and (time.monotonic() - self.last_checkpoint
-                                       >= self.interval_s):
+                    writing = self.pending is not None and not self.pending.done()
+                    if self.dirty and not writing and (
+                            time.monotonic() - self.last_checkpoint >= self.interval_s):
                         await self.checkpoint()
         except asyncio.CancelledError:
             raise
         finally:
             try:
-                if self.dirty:
-                    async with self.lock:
-                        await self.checkpoint()
+                async with self.lock:
+                    if self.dirty:
+                        await self.checkpoint(wait=True)
+                    else:
+                        await self.settle()
             finally:
                 await consumer.stop()
                 self.store.close()

@@ -86,12 +86,22 @@ class _StatePickler(pickle.Pickler):
         return _dense, (obj.shape, obj.dtype.str, used, obj[used])
 
 
+def pickle_state(state: Any) -> bytes:
+    """Pickle ``state`` with empty table rows left out (the part that must see it frozen)."""
+    buf = io.BytesIO()
+    _StatePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
+    return buf.getvalue()
+
+
+def compress_state(pickled: bytes) -> bytes:
+    """Compress pickled state (zlib releases the GIL, so this can run beside the worker)."""
+    return zlib.compress(pickled, 1)
+
+
 def encode_state(state: Any, key: bytes | None) -> bytes:
     """Pickle (empty table rows left out) and compress ``state``."""
     del key  # the digest is computed over the compressed bytes, see split_chunks
-    buf = io.BytesIO()
-    _StatePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
-    return zlib.compress(buf.getbuffer(), 1)
+    return compress_state(pickle_state(state))
 
 
 def decode_state(blob: bytes) -> Any:
@@ -161,6 +171,15 @@ class ShardCheckpoint:
     #: Topic ids of the input topics when the offsets were taken: a different id later
     #: means the topic was recreated and the offsets no longer apply.
     topic_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EncodedCheckpoint:
+    """A checkpoint serialised and ready to write: the shard's state frozen in bytes."""
+
+    shard: int
+    pickled: bytes  # pickle of the ShardCheckpoint, compressed when it is written
+    position: bytes  # JSON: offsets, incidents end and topic ids (last chunk's header)
 
 
 def _position_only(shard: int, headers: Headers) -> ShardCheckpoint:
@@ -250,30 +269,39 @@ class CheckpointStore:
                              enable_idempotence=False,
                              max_request_size=CHUNK_BYTES + 64 * 1024, **self._client_config)
 
-    def write(self, ckpt: ShardCheckpoint) -> str:
-        """Write ``ckpt`` and wait until the broker acknowledged every chunk.
+    def encode(self, ckpt: ShardCheckpoint) -> EncodedCheckpoint:
+        """Serialise ``ckpt`` now (the state may change right after this returns)."""
+        position = json.dumps({
+            "offsets": [[t, p, off] for (t, p), off in ckpt.offsets.items()],
+            "incidents_end": ckpt.incidents_end, "topic_ids": ckpt.topic_ids,
+        }).encode()
+        return EncodedCheckpoint(ckpt.shard, pickle_state(ckpt), position)
 
-        On failure the producer is replaced, so the next attempt starts clean.
+    def write(self, ckpt: ShardCheckpoint) -> str:
+        """Serialise and write ``ckpt``; see :meth:`write_encoded`."""
+        return self.write_encoded(self.encode(ckpt))
+
+    def write_encoded(self, enc: EncodedCheckpoint) -> str:
+        """Write an encoded checkpoint and wait until the broker acknowledged every chunk.
+
+        Returns the checkpoint's id. On failure the producer is replaced, so the next
+        attempt starts clean.
         """
         try:
-            return self._write(ckpt)
+            return self._write(enc)
         except Exception:
             self.producer.close(timeout=1)
             self.producer = self._new_producer()
             raise
 
-    def _write(self, ckpt: ShardCheckpoint) -> str:
-        blob = encode_state(ckpt, self.key)
+    def _write(self, enc: EncodedCheckpoint) -> str:
         ckpt_id = uuid.uuid4().hex
-        position = json.dumps({
-            "offsets": [[t, p, off] for (t, p), off in ckpt.offsets.items()],
-            "incidents_end": ckpt.incidents_end, "topic_ids": ckpt.topic_ids,
-        }).encode()
+        blob = compress_state(enc.pickled)
         futures = [
             self.producer.send(self.topic, value=value, headers=headers,
-                               key=f"{ckpt.shard}:{i}".encode(), partition=ckpt.shard)
+                               key=f"{enc.shard}:{i}".encode(), partition=enc.shard)
             for i, (value, headers) in enumerate(split_chunks(blob, ckpt_id, self.key,
-                                                              position=position))
+                                                              position=enc.position))
         ]
         self.producer.flush()
         for f in futures:

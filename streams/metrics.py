@@ -11,7 +11,8 @@ Exposed on ``http://<host>:INFERWATCH_METRICS_PORT/metrics`` (0 disables it). Na
 - ``inferwatch_consumer_lag{topic,partition}`` (high watermark minus next offset to process)
 - ``inferwatch_models`` and ``inferwatch_open_incidents``
 - ``inferwatch_shards_held``, ``inferwatch_checkpoints_total{result}``,
-  ``inferwatch_checkpoint_seconds`` and ``inferwatch_checkpoint_bytes`` (durable state)
+  ``inferwatch_checkpoint_seconds``, ``inferwatch_checkpoint_pause_seconds`` and
+  ``inferwatch_checkpoint_bytes`` (durable state)
 - ``inferwatch_events_forwarded_total`` (events sent on to their model's shard) and
   ``inferwatch_incidents_not_republished_total`` (records skipped after a restart because
   they were already published)
@@ -61,6 +62,10 @@ class WorkerMetrics:
         self.checkpoint_seconds = Histogram(
             "inferwatch_checkpoint_seconds", "Time to checkpoint every held shard",
             buckets=(0.01, 0.05, 0.2, 1.0, 5.0, 30.0), registry=r)
+        self.checkpoint_pause_seconds = Histogram(
+            "inferwatch_checkpoint_pause_seconds",
+            "Time processing stops to serialise the held shards for a checkpoint",
+            buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2.0), registry=r)
         self.checkpoint_bytes = Gauge("inferwatch_checkpoint_bytes",
                                       "Compressed size of the last checkpoint round",
                                       registry=r)
