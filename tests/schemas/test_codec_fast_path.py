@@ -1,6 +1,6 @@
 """The single-event decoder's fast paths give exactly what the event-by-event path gives.
 
-:meth:`Decoder.decode_events` parses with the JSON scanner directly and validates groups
+:meth:`Decoder.decode_events` parses with orjson (or the JSON scanner) and validates groups
 of events column by column (:meth:`Decoder._all_valid`), falling back to
 ``json.loads`` and :meth:`Decoder._check_fields` per event. These properties pin that
 the shortcuts never change an outcome: same blocks, same rejects (index, code, reason).
@@ -114,6 +114,20 @@ def test_scanner_shortcut_agrees_with_json_loads(text: str) -> None:
     """Whitespace, trailing data, truncation: the shortcut accepts only what json.loads
     returns as one object, and any other text gets json.loads's own verdict and reason."""
     assert_same_result([text.encode()], seeded=False)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("timestamp_ms", 2**64), ("timestamp_ms", -(2**63) - 1), ("prediction", 2**64),
+    ("prediction", -(2**63) - 1), ("event_id", 2**70), ("client_id", -(2**64)),
+    ("features", [2**64, -(2**63) - 1, 0.5, 10**30]), ("confidence", 2**64),
+])
+def test_integers_beyond_64_bits_decide_like_json_loads(field: str, value: Any) -> None:
+    """orjson reads such integers as floats; the decoder's verdict and reason must not move."""
+    ev = block_to_events(make_block(n=1, d=D, seed=3, model_id=MODEL))[0]
+    ev = {**ev, "model_id": MODEL, "model_version": "1"}
+    good = [event_json({**ev, "event_id": f"ok{j}"}) for j in range(3)]
+    assert_same_result([*good, json.dumps({**ev, field: value}).encode()])
+    assert_same_result([json.dumps({**ev, field: value}).encode()], seeded=False)
 
 
 def test_all_ints_and_mixed_numbers_are_accepted() -> None:
