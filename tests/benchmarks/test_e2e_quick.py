@@ -1,8 +1,9 @@
 """The quick end-to-end benchmark: real broker, real worker processes, in CI time.
 
 ``benchmarks.e2e --quick`` pre-loads small topics, runs the worker on single-event JSON,
-single-event Avro and batch messages, the naive Faust agent on the JSON topic, and a
-short live run for event-to-incident latency. These tests check the report's shape and
+single-event Avro and batch messages, the naive Faust agent on the JSON topic, the
+latency run's traffic mix pre-loaded (its maximum rate), and a short live run for
+event-to-incident latency. These tests check the report's shape and
 that every measurement produced a number; they assert no target rate or latency.
 """
 
@@ -17,7 +18,7 @@ import pytest
 
 from benchmarks import e2e
 
-CASES = {"single_json", "single_avro", "batch", "naive_json"}
+CASES = {"single_json", "single_avro", "batch", "naive_json", "live_mix"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_every_case_has_a_positive_rate(report: tuple[Path, dict, float]) -> Non
         assert math.isfinite(c["events_per_s"]) and c["events_per_s"] > 0, name
         assert c["events"] > 0 and c["messages"] > 0 and c["bytes"] > 0, name
         assert c["rate_method"], name
-    for name in ("single_json", "single_avro", "batch"):
+    for name in ("single_json", "single_avro", "batch", "live_mix"):
         assert cases[name]["pipeline_events_per_s"] > 0, name
     assert cases["batch"]["messages"] < cases["batch"]["events"]
     ratio = rep["ratio_single_json_vs_naive"]
@@ -60,6 +61,9 @@ def test_every_case_has_a_positive_rate(report: tuple[Path, dict, float]) -> Non
 def test_latency_numbers_are_present(report: tuple[Path, dict, float]) -> None:
     lat = report[1]["latency"]
     assert lat["achieved_rate"] > 0 and lat["events"] > 0
+    live_mix = next(c for c in report[1]["cases"] if c["name"] == "live_mix")
+    assert lat["max_rate_on_this_traffic"] == round(live_mix["events_per_s"], 1)
+    assert live_mix["incident_records"], "the mix carries floods, an attacker and drift"
     e2i = lat["event_to_incident_ms"]
     assert e2i["n"] >= 1, lat["records_by_status"]
     assert math.isfinite(e2i["p50"]) and e2i["p50"] >= 0
