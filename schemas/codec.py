@@ -103,9 +103,10 @@ _LIST_ONLY = frozenset({list})
 #: Columns every event must carry (``prediction`` may be null only to fail its type check).
 _REQUIRED_AND_PREDICTION = (*REQUIRED, "prediction")
 
-#: Fields that are never floats in a valid event (see :meth:`Decoder._parse_one`).
+#: Fields that are never floats in a valid event (see :meth:`Decoder._check_group`).
 _NOT_FLOAT = ("event_id", "timestamp_ms", "model_id", "model_version", "client_id",
               "prediction")
+_OPEN_BRACE = ord("{")
 
 #: The C scanner behind ``json.loads``, called directly on a message's text: it skips
 #: the per-call wrapper (whitespace regexes, argument checks). Anything it does not
@@ -187,9 +188,9 @@ class Decoder:
             pending.append((i, ev))
             pending_bytes += len(raw)  # type: ignore[arg-type]  # parsed: not None
             if pending_bytes >= CHECK_GROUP_BYTES:
-                self._check_group(pending, valid, rejects)
+                self._check_group(pending, valid, rejects, values)
                 pending, pending_bytes = [], 0
-        self._check_group(pending, valid, rejects)
+        self._check_group(pending, valid, rejects, values)
         groups: dict[ModelKey, list[tuple[int, dict[str, Any]]]] = {}
         for i, ev in valid:
             groups.setdefault((ev["model_id"], ev["model_version"]), []).append((i, ev))
@@ -202,7 +203,8 @@ class Decoder:
         return result
 
     def _check_group(self, group: list[tuple[int, dict[str, Any]]],
-                     valid: list[tuple[int, dict[str, Any]]], rejects: list[Reject]) -> None:
+                     valid: list[tuple[int, dict[str, Any]]], rejects: list[Reject],
+                     values: Sequence[bytes | None]) -> None:
         """Move the valid events of ``group`` to ``valid``, the others to ``rejects``."""
         if not group:
             return
@@ -210,6 +212,16 @@ class Decoder:
             valid.extend(group)
             return
         for i, ev in group:
+            raw = values[i]
+            if raw and raw[0] == _OPEN_BRACE and float in set(map(type, map(ev.get,
+                                                                            _NOT_FLOAT))):
+                # orjson reads integers beyond 64 bits as floats; in these fields that
+                # changes a rejection's reason, so the standard library reads it again
+                try:
+                    ev = self._parse_text(raw)
+                except _Invalid as bad:
+                    rejects.append(Reject(i, bad.code, bad.reason))
+                    continue
             try:
                 self._check_fields(ev)
             except _Invalid as bad:
@@ -291,15 +303,17 @@ class Decoder:
                 return wire.decode(raw, "inference_event")
             except ValueError as exc:
                 raise _Invalid("bad_avro", str(exc)) from None
-        if raw[:1] == b"{":  # the usual case: one strict RFC 8259 object, parsed by orjson
+        if raw[0] == _OPEN_BRACE:  # the usual case: one strict RFC 8259 object, by orjson
             try:
                 ev = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 ev = None  # not strict JSON: the stdlib path below accepts or explains
-            # orjson turns integers beyond 64 bits into floats; in these fields that would
-            # change a rejection's reason, so such (always invalid) events are re-parsed
-            if type(ev) is dict and float not in set(map(type, map(ev.get, _NOT_FLOAT))):
+            if type(ev) is dict:
                 return ev
+        return self._parse_text(raw)
+
+    def _parse_text(self, raw: bytes) -> dict[str, Any]:
+        """The standard library's reading of a JSON message (lenient: NaN, big integers)."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
