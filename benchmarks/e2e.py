@@ -911,6 +911,11 @@ def run_latency(broker: EmbeddedBroker, size: Size, rate: float, out: Path, run_
         "loadavg": load,
         "other_cpu": other_cpu,
         "step_seconds_sum": final.get("inferwatch_step_seconds_sum"),
+        #: checkpoints during the run, and how long processing stopped for them in all
+        "checkpoints": int(final.get("inferwatch_checkpoint_pause_seconds_count", 0)),
+        "checkpoint_pause_s": round(final.get("inferwatch_checkpoint_pause_seconds_sum",
+                                              0.0), 3),
+        "checkpoint_seconds": round(final.get("inferwatch_checkpoint_seconds_sum", 0.0), 3),
         "records_by_status": dict(statuses),
         "records_by_detector": dict(detectors),
         "event_to_incident_ms": _dist(e2i),
@@ -994,7 +999,10 @@ def markdown(rep: dict[str, Any]) -> str:
         lines += ["", f"Records: {lat['records_by_detector']}; {lat['note']}. Worker CPU "
                   f"{_fmt(lat['worker_cpu_share'], '.2f')} cores during the live traffic, "
                   f"other processes {_fmt(lat['other_cpu'], '.2f')} cores; caught up "
-                  f"{lat['catch_up_s']:g} s after the last send."]
+                  f"{lat['catch_up_s']:g} s after the last send. Checkpoints: "
+                  f"{lat.get('checkpoints', '-')}, processing paused "
+                  f"{_fmt(lat.get('checkpoint_pause_s'), '.3f')} s for them in all "
+                  f"(written in {_fmt(lat.get('checkpoint_seconds'), '.2f')} s)."]
     return "\n".join(lines) + "\n"
 
 

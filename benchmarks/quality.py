@@ -45,8 +45,9 @@ and ADWIN, a union bound for KSWIN). The quick size simulates fewer events (a lo
 budget, stated in the JSON). Only the first alarm after the onset matters for the delay,
 so each column's detector stops there (the false alarms before the onset are all counted).
 
-``python -m benchmarks.quality [--quick] [--out DIR] [--seed N]`` writes ``quality.json``
-and ``quality.md`` to ``DIR`` (default ``bench-out/``) and prints the table.
+``python -m benchmarks.quality [--quick] [--out DIR] [--seed N]`` writes ``quality.json``,
+``quality.md`` and ``quality.png`` (detection delay per scenario, inferwatch next to
+river) to ``DIR`` (default ``bench-out/``) and prints the table.
 """
 
 from __future__ import annotations
@@ -655,7 +656,7 @@ def run(
     block_size: int = 5_000, only: list[str] | None = None, river: bool = True,
     progress=sys.stderr,
 ) -> dict[str, Any]:
-    """Run every scenario; write ``quality.json`` and ``quality.md``; return the report."""
+    """Run every scenario; write ``quality.json``, ``quality.md`` and ``quality.png``."""
     cfg = DetectorConfig()
     names = [n for n in SCENARIOS if only is None or n in only]
     rows = []
@@ -699,7 +700,58 @@ def run(
     (out / "quality.json").write_text(json.dumps(report, indent=1, default=str) + "\n",
                                       encoding="utf-8")
     (out / "quality.md").write_text(markdown(report), encoding="utf-8")
+    plot(report, out / "quality.png")
     return report
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Detection delay per labelled scenario: inferwatch next to river's detectors.
+
+    One row per scenario with an onset; bars are events from onset to the first incident
+    of the expected kind (log scale); a missed detection is drawn as an ``x`` at the
+    right edge, so misses stand out instead of vanishing.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["scenarios"] if r["onset_index"] is not None]
+    series: list[tuple[str, str, list[float | None]]] = [
+        ("inferwatch", "#2a6f97",
+         [r["inferwatch"]["delay_events"] if r["inferwatch"]["detected"] else None
+          for r in rows])]
+    for name, color in (("ADWIN", "#d08c60"), ("PageHinkley", "#9b9b9b"),
+                        ("KSWIN", "#7fb069")):
+        vals = []
+        for r in rows:
+            res = (r.get("river") or {}).get(name)
+            vals.append(res["delay_events"] if res and res.get("detected") else None)
+        if any(v is not None for v in vals) or any((r.get("river") or {}).get(name)
+                                                   for r in rows):
+            series.append((f"river {name} (default)", color, vals))
+    known = [v for _, _, vals in series for v in vals if v is not None]
+    right = max(known or [1.0]) * 3.0
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) * len(series) / 2 + 1.6))
+    h = 0.8 / len(series)
+    y = np.arange(len(rows))
+    for k, (label, color, vals) in enumerate(series):
+        pos = y - 0.4 + h * (k + 0.5)
+        ax.barh(pos, [max(v, 1.0) if v is not None else 0.0 for v in vals], h, color=color,
+                label=label)
+        miss = [p for p, v in zip(pos, vals, strict=True) if v is None]
+        ax.plot([right] * len(miss), miss, "x", color=color, markersize=5)
+    ax.set_xscale("log")
+    ax.set_xlim(1.0, right * 1.5)
+    ax.set_yticks(y, [r["name"] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("events from onset to detection (log scale; x at the right: missed)")
+    ax.set_title(f"inferwatch detection delay on labelled scenarios ({report['size']})",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -708,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="inferwatch bench quality",
         description="Run the labelled scenarios (drift, confidence, flood, extraction, a "
         "benign diurnal population) through the detection core and river's drift "
-        "detectors; write quality.json and quality.md.",
+        "detectors; write quality.json, quality.md and quality.png.",
         epilog="example: inferwatch bench quality --quick --out bench-out",
     )
     ap.add_argument("--quick", action="store_true", help="CI-sized scenarios (under a minute)")
@@ -724,8 +776,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     report = run(size, args.seed, args.out, args.block_size, args.only, not args.no_river)
     print(markdown(report))
-    print(f"wrote {Path(args.out) / 'quality.json'} and {Path(args.out) / 'quality.md'} "
-          f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'quality.json'}, {Path(args.out) / 'quality.md'} and "
+          f"{Path(args.out) / 'quality.png'} in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
     return 0
 
 

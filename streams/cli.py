@@ -102,14 +102,36 @@ BENCHES = ("quality", "kernels", "sweeps", "scaleout", "e2e", "memory")
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib
+    import time
 
     which = BENCHES if args.which == "all" else (args.which,)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     rc = 0
-    for name in which:
-        print(f"== inferwatch bench {name} -> {args.out}", file=sys.stderr, flush=True)
+    runs = []
+    t_all = time.monotonic()
+    for i, name in enumerate(which, 1):
+        print(f"== inferwatch bench {name} ({i}/{len(which)}) -> {out}", file=sys.stderr,
+              flush=True)
+        before = {p.name: p.stat().st_mtime for p in out.iterdir() if p.is_file()}
+        t = time.monotonic()
         module = importlib.import_module(f"benchmarks.{name}")
-        argv = ["--out", args.out] + (["--quick"] if args.quick else [])
-        rc = max(rc, int(module.main(argv) or 0))
+        argv = ["--out", str(out)] + (["--quick"] if args.quick else [])
+        code = int(module.main(argv) or 0)
+        took = time.monotonic() - t
+        files = sorted(p.name for p in out.iterdir()
+                       if p.is_file() and before.get(p.name) != p.stat().st_mtime)
+        runs.append({"bench": name, "seconds": round(took, 1), "exit_code": code,
+                     "files": files})
+        print(f"== inferwatch bench {name}: {'ok' if code == 0 else f'exit {code}'} in "
+              f"{took:.0f} s; wrote {', '.join(files) or 'nothing'}", file=sys.stderr,
+              flush=True)
+        rc = max(rc, code)
+    total = time.monotonic() - t_all
+    summary = {"quick": bool(args.quick), "seconds": round(total, 1), "runs": runs}
+    (out / "bench.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print(f"== inferwatch bench: {len(runs)} benchmark(s) in {total:.0f} s; summary in "
+          f"{out / 'bench.json'}", file=sys.stderr, flush=True)
     return rc
 
 

@@ -1,32 +1,29 @@
 """The quick end-to-end benchmark: real broker, real worker processes, in CI time.
 
-``benchmarks.e2e --quick`` pre-loads small topics, runs the worker on single-event JSON,
-single-event Avro and batch messages, the naive Faust agent on the JSON topic, the
-latency run's traffic mix pre-loaded (its maximum rate), and a short live run for
-event-to-incident latency. These tests check the report's shape and
-that every measurement produced a number; they assert no target rate or latency.
+``inferwatch bench --quick`` (its e2e part, ``benchmarks.e2e --quick``) pre-loads small
+topics, runs the worker on single-event JSON, single-event Avro and batch messages, the
+naive Faust agent on the JSON topic, the latency run's traffic mix pre-loaded (its
+maximum rate), and a short live run for event-to-incident latency. These tests check the
+report's shape and that every measurement produced a number; they assert no target rate
+or latency.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks import e2e
+from tests.benchmarks.conftest import BenchRun
 
 CASES = {"single_json", "single_avro", "batch", "naive_json", "live_mix"}
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, float]:
-    out = tmp_path_factory.mktemp("e2e")
-    t0 = time.perf_counter()
-    assert e2e.main(["--quick", "--out", str(out)]) == 0
-    return out, json.loads((out / "e2e.json").read_text()), time.perf_counter() - t0
+def report(bench_quick: BenchRun) -> tuple[Path, dict, float]:
+    """The e2e part of the shared ``inferwatch bench --quick`` run."""
+    return bench_quick.out, bench_quick.report("e2e"), bench_quick.bench_seconds("e2e")
 
 
 def test_quick_run_fits_ci(report: tuple[Path, dict, float]) -> None:

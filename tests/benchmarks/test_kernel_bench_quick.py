@@ -10,14 +10,13 @@ ratios themselves are not asserted: CI machines are too noisy for that.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks import kernels, sweeps
+from tests.benchmarks.conftest import BenchRun
 
 RATIOS = (
     "numba_ks_vs_river_adwin",
@@ -37,17 +36,15 @@ def _positive(x: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def kernel_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("kernels")
-    assert kernels.main(["--quick", "--out", str(out)]) == 0
-    return out, json.loads((out / "kernels.json").read_text(encoding="utf-8"))
+def kernel_report(bench_quick: BenchRun) -> tuple[Path, dict]:
+    """The kernels part of the shared ``inferwatch bench --quick`` run."""
+    return bench_quick.out, bench_quick.report("kernels")
 
 
 @pytest.fixture(scope="module")
-def sweep_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("sweeps")
-    assert sweeps.main(["--quick", "--out", str(out)]) == 0
-    return out, json.loads((out / "sweeps.json").read_text(encoding="utf-8"))
+def sweep_report(bench_quick: BenchRun) -> tuple[Path, dict]:
+    """The sweeps part of the shared ``inferwatch bench --quick`` run."""
+    return bench_quick.out, bench_quick.report("sweeps")
 
 
 def _assert_outputs(out: Path, stem: str) -> None:

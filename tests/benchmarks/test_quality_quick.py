@@ -13,9 +13,7 @@ Extraction is reported but not asserted yet (see ``tier`` in the scenarios).
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +21,16 @@ import pytest
 
 from benchmarks import quality, river_calibration
 from benchmarks.scenarios import SCENARIOS
+from tests.benchmarks.conftest import BenchRun
 
 CORE_DETECTORS = ("drift", "confidence_shift", "query_flood")
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, float]:
-    out = tmp_path_factory.mktemp("quality")
-    t0 = time.perf_counter()
-    assert quality.main(["--quick", "--out", str(out)]) == 0
-    return out, json.loads((out / "quality.json").read_text()), time.perf_counter() - t0
+def report(bench_quick: BenchRun) -> tuple[Path, dict, float]:
+    """The quality part of the shared ``inferwatch bench --quick`` run."""
+    return (bench_quick.out, bench_quick.report("quality"),
+            bench_quick.bench_seconds("quality"))
 
 
 def _rows(rep: dict) -> dict[str, dict]:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from benchmarks import scaleout
+from tests.benchmarks.conftest import BenchRun
 
 
-def test_scaleout_quick_writes_a_report(tmp_path: Path) -> None:
-    assert scaleout.main(["--quick", "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "scaleout.json").read_text())
+def test_scaleout_quick_writes_a_report(bench_quick: BenchRun) -> None:
+    report = bench_quick.report("scaleout")
     rows = report["results"]
     assert [(r["partitions"], r["workers"]) for r in rows] == scaleout.CONFIGS["quick"]
     for r in rows:
@@ -18,4 +15,5 @@ def test_scaleout_quick_writes_a_report(tmp_path: Path) -> None:
         assert r["events_per_s"] > 0
         assert sum(r["models_per_shard"].values()) == 8
     assert len(rows[-1]["models_per_shard"]) == 2  # both shards hold models: both work
-    assert (tmp_path / "scaleout.md").exists() and (tmp_path / "scaleout.png").exists()
+    assert (bench_quick.out / "scaleout.md").exists()
+    assert (bench_quick.out / "scaleout.png").exists()
