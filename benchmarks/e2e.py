@@ -65,10 +65,10 @@ What runs (one :class:`~streams.broker.EmbeddedBroker` for everything):
 Producing: the pre-load and the live traffic use librdkafka (``confluent-kafka``, a test
 extra) when it is installed, with the project's own encoders
 (:mod:`schemas.encoders`), so the bytes are exactly what ``InferenceProducer`` sends.
-kafka-python computes record-batch CRC32C in pure Python unless the ``crc32c`` package is
-installed, which caps ``InferenceProducer`` at a few MB/s: too slow to pre-load a million
-events or to drive the live run at the worker's rate. Without confluent-kafka the
-benchmark falls back to kafka-python.
+librdkafka batches and compresses in C, so the producer side of the benchmark takes as
+little of the two shared cores as possible. Without confluent-kafka the benchmark falls
+back to kafka-python (with the ``crc32c`` package inferwatch depends on, so record-batch
+checksums are computed in C, not in pure Python).
 
 ``INFERWATCH_*`` variables set in the caller's environment reach the workers (e.g.
 ``INFERWATCH_MAX_BATCH``) and are recorded in the report. ``--profile`` samples each
