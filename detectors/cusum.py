@@ -72,12 +72,15 @@ def cusum_update(X, ts, edges, n_edges, scores, k, h, quiet_events, s_pos, s_neg
     shift gives one report per ``quiet_events`` per column (the tracker folds them).
     """
     n, d = X.shape
-    rows = np.empty(n * 2, dtype=np.int64)
-    cols = np.empty(n * 2, dtype=np.int64)
-    side = np.empty(n * 2, dtype=np.int64)
-    val = np.empty(n * 2, dtype=np.float64)
-    onset = np.empty(n * 2, dtype=np.int64)
-    level = np.empty((n * 2, d), dtype=np.float64)
+    # A column reports at most once per ``quiet_events`` rows (every row when that is 0),
+    # and all of them may report on the same row: this bounds the alarms of the block.
+    cap = d * (n // max(quiet_events, 1) + 1)
+    rows = np.empty(cap, dtype=np.int64)
+    cols = np.empty(cap, dtype=np.int64)
+    side = np.empty(cap, dtype=np.int64)
+    val = np.empty(cap, dtype=np.float64)
+    onset = np.empty(cap, dtype=np.int64)
+    level = np.empty((cap, d), dtype=np.float64)
     m = 0
     for i in range(n):
         for j in range(d):
