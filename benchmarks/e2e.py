@@ -648,6 +648,17 @@ class IncidentReader(threading.Thread):
             self.ready.set()
 
 
+def _buckets(sample: dict[str, float], name: str) -> dict[str, int]:
+    """A scraped Prometheus histogram as counts per bucket (not cumulative)."""
+    cum = sorted((float(lab["le"]), int(sample[k]))
+                 for k, lab in _labelled(sample, f"{name}_bucket").items() if "le" in lab)
+    out, prev = {}, 0
+    for le, c in cum:
+        out["+Inf" if le == float("inf") else f"{le:g}"] = c - prev
+        prev = c
+    return out
+
+
 def _dist(values: list[float], min_n_p99: int = 20) -> dict[str, Any]:
     if not values:
         return {"n": 0, "p50": None, "p99": None, "max": None}
@@ -916,6 +927,8 @@ def run_latency(broker: EmbeddedBroker, size: Size, rate: float, out: Path, run_
         "checkpoint_pause_s": round(final.get("inferwatch_checkpoint_pause_seconds_sum",
                                               0.0), 3),
         "checkpoint_seconds": round(final.get("inferwatch_checkpoint_seconds_sum", 0.0), 3),
+        #: steps by duration (upper bound of the bucket, seconds): a slow step shows here
+        "steps_by_seconds": _buckets(final, "inferwatch_step_seconds"),
         "records_by_status": dict(statuses),
         "records_by_detector": dict(detectors),
         "event_to_incident_ms": _dist(e2i),
@@ -1002,7 +1015,9 @@ def markdown(rep: dict[str, Any]) -> str:
                   f"{lat['catch_up_s']:g} s after the last send. Checkpoints: "
                   f"{lat.get('checkpoints', '-')}, processing paused "
                   f"{_fmt(lat.get('checkpoint_pause_s'), '.3f')} s for them in all "
-                  f"(written in {_fmt(lat.get('checkpoint_seconds'), '.2f')} s)."]
+                  f"(written in {_fmt(lat.get('checkpoint_seconds'), '.2f')} s). Worker "
+                  f"steps by duration (s, upper bucket bound: count): "
+                  f"{lat.get('steps_by_seconds', '-')}."]
     return "\n".join(lines) + "\n"
 
 
