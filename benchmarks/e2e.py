@@ -985,8 +985,12 @@ def markdown(rep: dict[str, Any]) -> str:
         )
     r = rep.get("ratio_single_json_vs_naive")
     rc = rep.get("ratio_single_json_vs_naive_per_cpu_s")
-    lines += ["", f"inferwatch single-event JSON / naive Faust agent: **{_fmt(r, '.2f')}x** "
-              f"in events/s, {_fmt(rc, '.2f')}x in events per worker CPU-second."]
+    if rep["cases"]:
+        lines += ["", f"inferwatch single-event JSON / naive Faust agent: "
+                  f"**{_fmt(r, '.2f')}x** in events/s, {_fmt(rc, '.2f')}x in events per "
+                  "worker CPU-second."]
+    else:  # --latency-only
+        lines = [f"# End-to-end latency run ({rep['size']}, --latency-only)"]
     lat = rep.get("latency")
     if lat:
         lines += [
@@ -1143,6 +1147,29 @@ def run(size: Size, size_name: str, out: Path, profile: bool = False) -> dict[st
     return rep
 
 
+def run_latency_only(size: Size, size_name: str, out: Path, rate: float,
+                     clients: int | None) -> dict[str, Any]:
+    """The live latency run alone (``--latency-only``), e.g. to repeat it at a given rate."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = f"e2l{int(time.time()) % 100000}"
+    workdir = Path(tempfile.mkdtemp(prefix="inferwatch-e2e-"))
+    broker = EmbeddedBroker(log_path=str(out / "e2e-logs" / "broker.log"))
+    (out / "e2e-logs").mkdir(parents=True, exist_ok=True)
+    rep: dict[str, Any] = {"benchmark": "e2e latency", "size": size_name, "cases": [],
+                           "config": asdict(size), "git_commit": _git_commit(),
+                           "machine": {"cpus": os.cpu_count(),
+                                       "python": platform.python_version()}}
+    broker.start()
+    try:
+        rep["latency"] = run_latency(broker, size, rate, out, run_id, workdir,
+                                     clients or live_clients(rate))
+        rep["latency"]["rate_rule"] = "fixed by --latency-rate (--latency-only)"
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rep
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.e2e",
@@ -1153,12 +1180,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench-out", help="output directory (default bench-out/)")
     p.add_argument("--events", type=int, metavar="N",
                    help="events of every throughput case (default: 200,000 single-event, "
-                   "1,000,000 batch; quick: 5,000 / 20,000)")
+                   "1,000,000 batch; quick: 5,000 / 100,000)")
     p.add_argument("--latency-rate", type=float, metavar="EV_S",
-                   help="events/s of the live latency run (default: half the batch case's "
-                   "rate; quick: 5,000)")
+                   help="events/s of the live latency run (default: half the live-mix "
+                   "case's rate; quick: 5,000)")
+    p.add_argument("--latency-clients", type=int, metavar="N",
+                   help="benign clients of the live run (default: rate / 20)")
+    p.add_argument("--latency-only", action="store_true",
+                   help="only the live latency run, at --latency-rate (no throughput cases)")
     p.add_argument("--latency-seconds", type=float, metavar="S",
-                   help="duration of the live latency run (default 20; quick 8)")
+                   help="duration of the live latency run (default 20; quick 10)")
     p.add_argument("--profile", action="store_true",
                    help="sample each worker with py-spy (if installed); hottest frames "
                    "go to the report, raw profiles to DIR/e2e-profile-*.txt")
@@ -1173,6 +1204,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency_seconds:
         size = replace(size, latency_s=args.latency_seconds)
     out = Path(args.out)
+    if args.latency_only:
+        if not args.latency_rate:
+            p.error("--latency-only needs --latency-rate")
+        rep = run_latency_only(size, size_name, out, args.latency_rate,
+                               args.latency_clients)
+        (out / "e2e-latency.json").write_text(json.dumps(rep, indent=1) + "\n",
+                                              encoding="utf-8")
+        md = markdown(rep)
+        (out / "e2e-latency.md").write_text(md, encoding="utf-8")
+        print(md)
+        say(f"wrote {out / 'e2e-latency.json'}, {out / 'e2e-latency.md'}")
+        return 0
     rep = run(size, size_name, out, profile=args.profile)
     (out / "e2e.json").write_text(json.dumps(rep, indent=1) + "\n", encoding="utf-8")
     md = markdown(rep)
