@@ -16,7 +16,7 @@ import faust
 
 from detectors.baseline import Profile
 from detectors.block import ModelKey
-from streams.bulk import run_bulk_ingest
+from streams.bulk import ShardedIngest
 from streams.chain import HashChain
 from streams.checkpoint import PartitionReader
 from streams.metrics import WorkerMetrics
@@ -117,9 +117,19 @@ def create_app(settings: Settings, profiles: dict[ModelKey, Profile]) -> faust.A
                                 e.message.value) for e in events]
                 await publish(pipeline.safe_step(msgs))
     else:
+        running: list[ShardedIngest] = []  # created when the worker starts (it connects)
+
         @app.task
         async def bulk_ingest() -> None:
-            await run_bulk_ingest(settings, pipeline, publish, flush)
+            running.append(ShardedIngest(settings, pipeline, publish, flush))
+            await running[0].run()
+
+        @app.on_before_shutdown.connect
+        async def stop_ingest(sender: Any, **_: Any) -> None:
+            # Faust sends this before it stops its producer: the ingest loop finishes its
+            # step and writes its final checkpoint while the output can still be published.
+            for ingest in running:
+                await ingest.shutdown()
 
     @app.timer(interval=30.0)
     async def report() -> None:

@@ -21,6 +21,9 @@ State and delivery (see the README's reliability section):
   once.
 - Records published between the checkpoint and a crash are read back from the incident
   topic into the shard's fence, so replaying the input does not publish them again.
+- On shutdown the Faust app calls :meth:`ShardedIngest.shutdown` before it stops its
+  producer: the step in hand is finished and checkpointed while its output can still be
+  published.
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ class ShardedIngest:
         self.last_written: dict[int, str] = {}
         #: The background half of the last checkpoint (write, then commit), if running.
         self.pending: asyncio.Future[bool] | None = None
+        #: Set by :meth:`shutdown`: finish the step in hand, checkpoint, stop.
+        self.stopping = asyncio.Event()
+        self.stopped = asyncio.Event()
         #: Shards revoked from this worker, kept in memory in case they come back (a
         #: rebalance that returns them, or a broker that lost its data in an outage).
         self.suspended: dict[int, tuple[Any, dict[tuple[str, int], int]]] = {}
@@ -311,7 +317,7 @@ class ShardedIngest:
         await consumer.start()
         log.info("bulk ingest consuming %s", ", ".join(self.inputs))
         try:
-            while True:
+            while not self.stopping.is_set():
                 fetched = await consumer.getmany(timeout_ms=int(s.batch_within_s * 1000),
                                                  max_records=s.max_batch)
                 async with self.lock:
@@ -336,9 +342,19 @@ class ShardedIngest:
                     else:
                         await self.settle()
             finally:
+                self.stopped.set()
                 await consumer.stop()
                 self.store.close()
                 self.reader.close()
+
+    async def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop after the step in hand and its final checkpoint (called while the app's
+        producer still runs, so no step is cut off half-published at shutdown)."""
+        self.stopping.set()
+        try:
+            await asyncio.wait_for(self.stopped.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("bulk ingest did not stop within %.0f s", timeout_s)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -351,8 +367,3 @@ class _Listener(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.ingest.on_assigned(list(assigned))
 
-
-async def run_bulk_ingest(settings: Settings, pipeline: Pipeline, publish: Publish,
-                          flush: Callable[[], Awaitable[None]]) -> None:
-    """Consume the input topics until cancelled."""
-    await ShardedIngest(settings, pipeline, publish, flush).run()
