@@ -139,7 +139,7 @@ def documented_budget(
     - ``flood_client_table``: ``client_capacity x (BYTES_PER_SLOT_BASE + BYTES_PER_SCALE x
       scales)`` (:mod:`detectors.flood`; 92 bytes with 3 scales when this was written);
     - ``extraction_client_table``: ``extraction_capacity x bytes_per_client(d)``
-      (about 5 kB + 8 bytes per feature);
+      (about 5.5 kB + 8 bytes per feature);
     - ``windows``: per window over ``k`` columns (``d`` features, ``c`` statistics) a ring
       of ``W x k x 4 + W x 8`` bytes and ``W / s + 2`` snapshots of ``k x (b + 2) x 8``;
     - ``whitened_shift``: ring of the longest window length ``R <= W``:

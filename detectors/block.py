@@ -33,6 +33,9 @@ class EventBlock:
     prediction: np.ndarray  # object (str), (n,)
     #: 64-bit (model, client) keys, filled on first use by the per-client detectors.
     client_keys: np.ndarray | None = None
+    #: ``(columns, bins)``: baseline bins of ``X`` for one ColumnProfile, filled on first
+    #: use (:func:`detectors.binning.block_bins`) and shared by the model's detectors.
+    bins: tuple | None = None
 
     @property
     def key(self) -> ModelKey:

@@ -32,7 +32,7 @@ class DetectorConfig:
     #: Slots of the per-(model, client) rate table; 92 bytes each (3 scales). Least recently seen
     #: clients are evicted beyond it.
     client_capacity: int = 1 << 18
-    #: Clients tracked by the extraction detector (power of two); about 5 kB + 8 bytes
+    #: Clients tracked by the extraction detector (power of two); about 5.5 kB + 8 bytes
     #: per feature each. Least recently seen clients are evicted beyond it.
     extraction_capacity: int = 1 << 13
     #: An extraction detection per client is reported at most this often (event time).

@@ -35,7 +35,7 @@ import numba
 import numpy as np
 
 from detectors.baseline import ColumnProfile
-from detectors.window_ks import _bin_of
+from detectors.binning import BinEdges
 
 #: Half the smallest sustained shift (baseline standard deviations) tuned for: 0.5 sd.
 K_REF = 0.25
@@ -61,17 +61,20 @@ def normal_scores(cdf: np.ndarray, n_ref: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def cusum_update(X, ts, edges, n_edges, scores, k, h, quiet_events, s_pos, s_neg, since_pos,
-                 since_neg, quiet):
-    """Advance both CUSUMs of every column; return the alarms.
+def cusum_update(B, ts, scores, k, h, quiet_events, s_pos, s_neg, since_pos, since_neg,
+                 quiet):
+    """Advance both CUSUMs of every column over the binned block ``B``; return the alarms.
 
-    Returns ``(row, column, side, value, change_ts, levels)``; ``change_ts`` is when the
-    alarming sum last left zero (CUSUM's estimate of the change point), ``levels`` every
-    column's larger sum at that moment (which other columns are moving too). A column that alarms
-    restarts from zero and is not reported again for ``quiet_events`` events, so a lasting
-    shift gives one report per ``quiet_events`` per column (the tracker folds them).
+    ``B`` is every value's baseline bin (:mod:`detectors.binning`). Returns
+    ``(row, column, side, value, change_ts, levels)``; ``change_ts`` is when the alarming
+    sum last left zero (CUSUM's estimate of the change point), ``levels`` every column's
+    larger sum after that row's update (which other columns are moving too). A column
+    that alarms restarts from zero and is not reported again for ``quiet_events`` events,
+    so a lasting shift gives one report per ``quiet_events`` per column (the tracker folds
+    them). The column loop has no branch (it vectorises); alarms, rare, are handled in a
+    second pass over the row.
     """
-    n, d = X.shape
+    n, d = B.shape
     # A column reports at most once per ``quiet_events`` rows (every row when that is 0),
     # and all of them may report on the same row: this bounds the alarms of the block.
     cap = d * (n // max(quiet_events, 1) + 1)
@@ -81,20 +84,34 @@ def cusum_update(X, ts, edges, n_edges, scores, k, h, quiet_events, s_pos, s_neg
     val = np.empty(cap, dtype=np.float64)
     onset = np.empty(cap, dtype=np.int64)
     level = np.empty((cap, d), dtype=np.float64)
+    lv = np.empty(d, dtype=np.float64)
+    zz = np.empty(d, dtype=np.float64)
     m = 0
     for i in range(n):
+        t = ts[i]
+        for j in range(d):  # the gather on its own: the update loop below then vectorises
+            zz[j] = scores[j, B[i, j]]
+        hit = 0
         for j in range(d):
-            z = scores[j, _bin_of(edges[j], n_edges[j], X[i, j])]
-            sp = s_pos[j] + z - k
-            sn = s_neg[j] - z - k
-            if sp > 0.0 and s_pos[j] == 0.0:
-                since_pos[j] = ts[i]
-            if sn > 0.0 and s_neg[j] == 0.0:
-                since_neg[j] = ts[i]
-            s_pos[j] = sp if sp > 0.0 else 0.0
-            s_neg[j] = sn if sn > 0.0 else 0.0
-            if quiet[j] > 0:
-                quiet[j] -= 1
+            z = zz[j]
+            p0 = s_pos[j]
+            n0 = s_neg[j]
+            sp = p0 + z - k
+            sn = n0 - z - k
+            since_pos[j] = t if (sp > 0.0) & (p0 == 0.0) else since_pos[j]
+            since_neg[j] = t if (sn > 0.0) & (n0 == 0.0) else since_neg[j]
+            sp = sp if sp > 0.0 else 0.0
+            sn = sn if sn > 0.0 else 0.0
+            s_pos[j] = sp
+            s_neg[j] = sn
+            q = quiet[j]
+            quiet[j] = q - (q > 0)
+            hit += (sp > h) + (sn > h)
+        if not hit:
+            continue
+        for j in range(d):
+            lv[j] = max(s_pos[j], s_neg[j])
+        for j in range(d):
             if s_pos[j] > h or s_neg[j] > h:
                 up = s_pos[j] > h
                 if quiet[j] == 0:
@@ -104,7 +121,7 @@ def cusum_update(X, ts, edges, n_edges, scores, k, h, quiet_events, s_pos, s_neg
                     val[m] = s_pos[j] if up else s_neg[j]
                     onset[m] = since_pos[j] if up else since_neg[j]
                     for jj in range(d):
-                        level[m, jj] = max(s_pos[jj], s_neg[jj])
+                        level[m, jj] = lv[jj]
                     m += 1
                     quiet[j] = quiet_events
                 s_pos[j] = 0.0
@@ -133,6 +150,7 @@ class BinnedCusum:
         self.columns = columns
         self.edges = columns.edges_array()
         self.n_edges = np.isfinite(self.edges).sum(axis=1).astype(np.int64)
+        self.cut = BinEdges(self.edges)
         self.scores = normal_scores(columns.cdf_array(), n_ref)
         d = len(columns.names)
         self.k = K_REF
@@ -145,11 +163,13 @@ class BinnedCusum:
         self.since_neg = np.zeros(d, dtype=np.int64)
         self.quiet = np.zeros(d, dtype=np.int64)
 
-    def update(self, X: np.ndarray, ts: np.ndarray) -> CusumHits:
-        out = cusum_update(np.ascontiguousarray(X, dtype=np.float32),
-                           np.ascontiguousarray(ts, dtype=np.int64), self.edges, self.n_edges,
-                           self.scores, self.k, self.h, self.quiet_events, self.s_pos,
-                           self.s_neg, self.since_pos, self.since_neg, self.quiet)
+    def update(self, X: np.ndarray, ts: np.ndarray, bins: np.ndarray | None = None
+               ) -> CusumHits:
+        """Alarms of the block ``X``; ``bins`` are its baseline bins when already computed."""
+        B = self.cut.bins(X) if bins is None else bins
+        out = cusum_update(B, np.ascontiguousarray(ts, dtype=np.int64), self.scores, self.k,
+                           self.h, self.quiet_events, self.s_pos, self.s_neg, self.since_pos,
+                           self.since_neg, self.quiet)
         return CusumHits(*out)
 
     def calibration(self) -> dict:

@@ -28,6 +28,7 @@ from functools import partial
 import numpy as np
 
 from detectors.baseline import Profile
+from detectors.binning import block_bins
 from detectors.block import EventBlock
 from detectors.config import DetectorConfig
 from detectors.cusum import CusumHits
@@ -74,6 +75,10 @@ class DriftDetector:
         out.extend(self._shift(block))
         return out
 
+    def _bins(self, block: EventBlock) -> np.ndarray:
+        """The block's baseline bins, shared with the model's other detectors."""
+        return block_bins(block, self.profile.features, self.window.cusum.cut)
+
     def _explain_ks(self, block: EventBlock, hits: WindowHits, h: int) -> Explanation:
         """Summary and evidence of KS window check ``h`` of ``block``."""
         row = int(hits.rows[h])
@@ -103,7 +108,7 @@ class DriftDetector:
         """Mean shifts spread over correlated features (whitened, several window lengths)."""
         if self.shift is None:
             return []
-        hits = self.shift.update(block.X, block.ts)
+        hits = self.shift.update(block.X, block.ts, self._bins(block))
         return [at_row(self.name, block, int(hits.rows[h]),
                        score=float(hits.value[h]),
                        threshold=float(hits.threshold[h]),
@@ -137,7 +142,7 @@ class DriftDetector:
 
     def _cusum(self, block: EventBlock) -> list[Detection]:
         """Sustained shifts of single features, caught event by event."""
-        hits = self.window.update_cusum(block.X, block.ts)
+        hits = self.window.update_cusum(block.X, block.ts, self._bins(block))
         return [at_row(self.name, block, int(hits.rows[h]),
                        score=float(hits.value[h]),
                        threshold=self.window.cusum.h,

@@ -34,8 +34,8 @@ correlation of successive distances, measured on the simulated clients. Evidence
 the features the client swept most narrowly (smallest spread relative to the baseline),
 the fingerprint of a threshold probe.
 
-Memory: ``capacity x bytes_per_client(d)``: about 5 kB + 8 bytes per feature (8,192
-clients with 32 features take 42 MB per model version). Least recently seen clients are evicted. The
+Memory: ``capacity x bytes_per_client(d)``: about 5.5 kB + 8 bytes per feature (8,192
+clients with 32 features take 47 MB per model version). Least recently seen clients are evicted. The
 nearest-neighbour search is exact within the last ``HISTORY`` queries; the random
 projection keeps pairwise distances within about +-30 % (Johnson-Lindenstrauss, 16 dims).
 """
@@ -49,13 +49,13 @@ import numba
 import numpy as np
 
 from detectors.baseline import Profile
+from detectors.binning import BinEdges, block_bins
 from detectors.block import EventBlock
 from detectors.calibration import alpha_per_check, normal_upper
 from detectors.client_table import block_client_keys, find_slot
 from detectors.config import DetectorConfig
 from detectors.detection import Detection
 from detectors.shapiro import shapiro_coefficients, shapiro_w
-from detectors.window_ks import _bin_of
 
 HISTORY = 32  # previous queries kept per client for nearest-neighbour and duplicate search
 DISTANCES = 128  # most recent nearest-neighbour distances tested for normality
@@ -87,15 +87,7 @@ SIGNALS = ("near_duplicates", "boundary_probing", "out_of_distribution",
 
 def bytes_per_client(d: int) -> int:
     """Memory of one client slot with ``d`` features."""
-    return 8 * 4 + HISTORY * (min(PROJ, d) * 4 + 8) + DISTANCES * 4 + FLAGS * 17 + d * 8
-
-
-@numba.njit(cache=True, nogil=True)
-def _surprisal(x, edges, n_edges, logp):
-    s = 0.0
-    for j in range(x.shape[0]):
-        s += logp[j, _bin_of(edges[j], n_edges[j], x[j])]
-    return s
+    return 8 * 4 + HISTORY * (min(PROJ, d) * 4 + 8) + DISTANCES * 8 + FLAGS * 17 + d * 8
 
 
 @numba.njit(cache=True, nogil=True)
@@ -108,12 +100,41 @@ def _grid_hash(z, step):
 
 
 @numba.njit(cache=True, nogil=True)
-def surprisal_many(X, edges, n_edges, logp):
-    """Per-row surprisal under the baseline bin shares (used for calibration)."""
-    out = np.empty(X.shape[0])
-    for i in range(X.shape[0]):
-        out[i] = _surprisal(X[i], edges, n_edges, logp)
+def surprisal_many(B, logp):
+    """Per-row surprisal under the baseline bin shares, from the rows' baseline bins."""
+    n, d = B.shape
+    out = np.empty(n)
+    for i in range(n):
+        s = 0.0
+        for j in range(d):
+            s += logp[j, B[i, j]]
+        out[i] = s
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def query_features(X, B, mean, inv_std, proj, logp, step):
+    """What each query contributes regardless of who sent it, for a whole block.
+
+    Returns ``(Z, P, H, S)``: standardised features ``(n, d)``, their random projection
+    ``(n, k)``, grid hash ``(n,)`` and surprisal ``(n,)`` (from the baseline bins ``B``).
+    Computed block-wise, apart from the per-client pass, so each loop vectorises; every
+    value is summed in the same order as one query at a time.
+    """
+    n, d = X.shape
+    k = proj.shape[1]
+    Z = np.empty((n, d))
+    P = np.zeros((n, k))
+    H = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        for j in range(d):
+            Z[i, j] = (X[i, j] - mean[j]) * inv_std[j]
+        for j in range(d):
+            zj = Z[i, j]
+            for q in range(k):
+                P[i, q] += zj * proj[j, q]
+        H[i] = _grid_hash(Z[i], step)
+    return Z, P, H, surprisal_many(B, logp)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -125,29 +146,92 @@ def grid_hashes(Z, step):
 
 
 @numba.njit(cache=True, nogil=True)
+def _lower_bound(a, n, v):
+    """First index of ``a[:n]`` (ascending) whose value is not below ``v``.
+
+    Branch-free halving (the CPU cannot predict a binary search's branches on data).
+    """
+    if n == 0:
+        return 0
+    base = 0
+    while n > 1:
+        half = n >> 1
+        base = base + half if a[base + half] < v else base
+        n -= half
+    return base + (1 if a[base] < v else 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _upper_bound(a, n, v):
+    """First index of ``a[:n]`` (ascending) whose value is above ``v`` (branch-free)."""
+    if n == 0:
+        return 0
+    base = 0
+    while n > 1:
+        half = n >> 1
+        base = base + half if a[base + half] <= v else base
+        n -= half
+    return base + (1 if a[base] <= v else 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _push_distance(ring, srt, count, v):
+    """Record distance number ``count`` (from 0) of a client in its ring and sorted copy.
+
+    ``srt[:min(count, DISTANCES)]`` holds the ring's values in ascending order. The
+    oldest value leaves as ``v`` enters, shifting only the values strictly between the
+    two (exact duplicates, distance 0, are common under attack), so the normality test
+    needs no sort.
+    """
+    nd = count if count < DISTANCES else DISTANCES
+    pos = count % DISTANCES
+    if count < DISTANCES:  # nothing leaves: insert after the values not above ``v``
+        ins = _upper_bound(srt, nd, v)
+        for r in range(nd, ins, -1):
+            srt[r] = srt[r - 1]
+        srt[ins] = v
+        ring[pos] = v
+        return
+    old = ring[pos]
+    ring[pos] = v
+    if v > old:  # the last copy of ``old`` leaves; values in (old, v) move down one
+        rem = _upper_bound(srt, nd, old) - 1
+        ins = _lower_bound(srt, nd, v)
+        for r in range(rem, ins - 1):
+            srt[r] = srt[r + 1]
+        srt[ins - 1] = v
+    elif v < old:  # the first copy of ``old`` leaves; values in (v, old) move up one
+        rem = _lower_bound(srt, nd, old)
+        ins = _upper_bound(srt, nd, v)
+        for r in range(rem, ins, -1):
+            srt[r] = srt[r - 1]
+        srt[ins] = v
+
+
+@numba.njit(cache=True, nogil=True)
 def extraction_update(
-    keys_in, ts, X, conf, mean, inv_std, proj, edges, n_edges, logp, conf_low,
+    keys_in, ts, Z, P, H, S, conf, conf_low,
     thr_dup, thr_low, surp_mu, surp_sd, nn_mu, nn_sd, z_nn, z_alpha, prada_a, prada_mu, prada_sd,
-    step, report_interval,
-    keys, last_seen, last_report, nq, hist, hashes, dists, flags, surp, resid, fsum, fsq,
-    stats, exp_low, exp_surp, p_grid, pop_surp, pop_low, pop_meta, pop_sums, close_thr,
+    report_interval,
+    keys, last_seen, last_report, nq, hist, hashes, dists, sdists, flags, surp, resid, fsum,
+    fsq, stats, exp_low, exp_surp, p_grid, pop_surp, pop_low, pop_meta, pop_sums, close_thr,
     thr_close, g_hist, pop_key,
 ):
     """Score each query into its client's state; return the tests that fired.
 
+    ``Z, P, H, S`` are the block's :func:`query_features`.
+
     Returns ``(rows, signal, statistic, threshold, recent_queries_tested)``; ``stats[0]``
     counts evictions.
     """
-    n, d = X.shape
-    k = proj.shape[1]
+    n, d = Z.shape
+    k = P.shape[1]
     rows = np.empty(2 * n, dtype=np.int64)
     sig = np.empty(2 * n, dtype=np.int64)
     span = np.empty(2 * n, dtype=np.int64)
     stat = np.empty(2 * n, dtype=np.float64)
     thr = np.empty(2 * n, dtype=np.float64)
     m_out = 0
-    z = np.empty(d)
-    p = np.empty(k)
     buf = np.empty(DISTANCES)
     dd_buf = np.empty(HISTORY)
     gd_buf = np.empty(GLOBAL)
@@ -166,18 +250,11 @@ def extraction_update(
             last_seen[slot] = t
         c = nq[slot]
         for j in range(d):
-            z[j] = (X[i, j] - mean[j]) * inv_std[j]
-            fsum[slot, j] += z[j]
-            fsq[slot, j] += z[j] * z[j]
-        # projection, loops interchanged so the inner one runs over output dimensions
-        # (SIMD); each p[q] still adds its terms in feature order, bit for bit as before
-        for q in range(k):
-            p[q] = 0.0
-        for j in range(d):
-            zj = z[j]
-            for q in range(k):
-                p[q] += zj * proj[j, q]
-        h = _grid_hash(z, step)
+            zj = Z[i, j]
+            fsum[slot, j] += zj
+            fsq[slot, j] += zj * zj
+        p = P[i]
+        h = H[i]
         n_hist = c if c < HISTORY else HISTORY
         # squared distances to the history, dimension by dimension: the inner loop runs
         # over the history (``hist`` is stored dimension-major), each distance keeps its
@@ -202,11 +279,11 @@ def extraction_update(
         hashes[slot, pos] = h
         if c > 0:
             dist = math.sqrt(best)
-            dists[slot, (c - 1) % DISTANCES] = dist
+            _push_distance(dists[slot], sdists[slot], c - 1, np.float32(dist))
             resid[slot, (c - 1) % FLAGS] = (dist - nn_mu[n_hist]) / nn_sd[n_hist]
         fpos = c % FLAGS
         low = 1 if conf[i] < conf_low else 0
-        sv = _surprisal(X[i], edges, n_edges, logp)
+        sv = S[i]
         flags[slot, fpos] = dup | (low << 1)
         surp[slot, fpos] = sv
         # what the model's whole population looked like when this query came in: the
@@ -323,10 +400,9 @@ def extraction_update(
                 fired, value, limit = 3, zc, -z_nn
         if fired < 0 and c - 1 >= PRADA_MIN:
             nd = c - 1 if c - 1 < DISTANCES else DISTANCES
-            for r in range(nd):
-                buf[r] = dists[slot, r]
+            for r in range(nd):  # kept sorted query by query: no sort per test
+                buf[r] = sdists[slot, r]
             srt = buf[:nd]
-            srt.sort()  # in place in the scratch copy: no allocation per test
             w = shapiro_w(srt, prada_a[nd - PRADA_MIN, :nd])
             lw = math.log(max(1.0 - w, 1e-12))
             zw = (lw - prada_mu) / prada_sd
@@ -374,6 +450,7 @@ class ExtractionCalibration:
         self.edges = f.edges_array()
         self.n_edges = np.isfinite(self.edges).sum(axis=1).astype(np.int64)
         self.logp = _bin_surprisal(self.edges, f.cdf_array(), std, profile.n_ref)
+        self.cut = BinEdges(self.edges)
         self.alpha = alpha_per_check(TEST_EVERY, cfg.budget_events, len(SIGNALS))
         self.z_alpha = normal_upper(self.alpha)
         conf_edges = profile.summaries
@@ -382,7 +459,7 @@ class ExtractionCalibration:
         self.p_low = _share_below(conf_edges.edges[0], conf_edges.cdf[0], self.conf_low)
         sample = profile.sample_rows()
         self.p_dup = _duplicate_rate(sample, self.mean, self.inv_std)
-        surp = surprisal_many(sample.astype(np.float32), self.edges, self.n_edges, self.logp)
+        surp = surprisal_many(self.cut.bins(sample), self.logp)
         self.surp_mu, self.surp_sd = float(surp.mean()), float(max(surp.std(), 1e-9))
         self.thr_dup = np.array([binomial_upper(m, self.p_dup, self.alpha)
                                  for m in range(FLAGS + 1)], dtype=np.float64)
@@ -395,6 +472,11 @@ class ExtractionCalibration:
         self.nn_mu, self.nn_sd = np.zeros(HISTORY + 1), np.ones(HISTORY + 1)
         self.prada_mu, self.prada_sd = self._simulate_benign(sample, rng)
         self.close_thr, self.thr_close = self._close_calibration(sample, rng, cfg)
+
+    def query_features(self, X: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, ...]:
+        """:func:`query_features` of the rows ``X`` with baseline bins ``B``."""
+        return query_features(np.ascontiguousarray(X, dtype=np.float32), B, self.mean,
+                              self.inv_std, self.proj, self.logp, QUANT_STEP)
 
     def _close_calibration(self, sample: np.ndarray, rng: np.random.Generator,
                            cfg: DetectorConfig) -> tuple[float, float]:
@@ -461,10 +543,10 @@ class ExtractionCalibration:
         conf = np.ones(len(X), dtype=np.float32)
         never = np.full(FLAGS + 1, 1e9)
         extraction_update(
-            keys, ts, X, conf, self.mean, self.inv_std, self.proj, self.edges, self.n_edges,
-            self.logp, -1.0, never, np.full((1, FLAGS + 1), 1e9), 0.0, 1.0, self.nn_mu,
+            keys, ts, *self.query_features(X, self.cut.bins(X)), conf, -1.0, never,
+            np.full((1, FLAGS + 1), 1e9), 0.0, 1.0, self.nn_mu,
             self.nn_sd, 1e9, 1e9, self.prada_a,
-            0.0, 1.0, QUANT_STEP, 0, *state.arrays(), np.ones(1), *state.population(), 0.0,
+            0.0, 1.0, 0, *state.arrays(), np.ones(1), *state.population(), 0.0,
             1e9, state.g_hist, state.pop_key,
         )
         lws = []
@@ -564,6 +646,7 @@ class _ExtractionState:
         self.hist = np.zeros((cap, min(PROJ, d), HISTORY), dtype=np.float32)  # dim-major
         self.hashes = np.zeros((cap, HISTORY), dtype=np.int64)
         self.dists = np.zeros((cap, DISTANCES), dtype=np.float32)
+        self.sdists = np.zeros((cap, DISTANCES), dtype=np.float32)  # the same, sorted
         self.flags = np.zeros((cap, FLAGS), dtype=np.uint8)
         self.surp = np.zeros((cap, FLAGS), dtype=np.float32)
         self.resid = np.zeros((cap, FLAGS), dtype=np.float32)
@@ -582,13 +665,22 @@ class _ExtractionState:
         # surprisal sum and sum of squares over the window, surprisal sum over the short one
         self.pop_sums = np.zeros(3, dtype=np.float64)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle; a checkpoint from before the sorted distances gets them rebuilt."""
+        self.__dict__.update(state)
+        if "sdists" not in state:
+            self.sdists = np.zeros_like(self.dists)
+            for slot in np.flatnonzero(self.nq > 1):
+                nd = min(int(self.nq[slot]) - 1, DISTANCES)
+                self.sdists[slot, :nd] = np.sort(self.dists[slot, :nd])
+
     def population(self) -> tuple[np.ndarray, ...]:
         return self.pop_surp, self.pop_low, self.pop_meta, self.pop_sums
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return (self.keys, self.last_seen, self.last_report, self.nq, self.hist, self.hashes,
-                self.dists, self.flags, self.surp, self.resid, self.fsum, self.fsq, self.stats,
-                self.exp_low, self.exp_surp)
+                self.dists, self.sdists, self.flags, self.surp, self.resid, self.fsum, self.fsq,
+                self.stats, self.exp_low, self.exp_surp)
 
     @property
     def nbytes(self) -> int:
@@ -614,10 +706,11 @@ class ExtractionDetector:
         c = self.cal
         keys_in = block_client_keys(block)
         rows, sig, stat, thr, span = extraction_update(
-            keys_in, block.ts, block.X, block.confidence, c.mean, c.inv_std, c.proj, c.edges,
-            c.n_edges, c.logp, c.conf_low, c.thr_dup, c.thr_low, c.surp_mu, c.surp_sd,
+            keys_in, block.ts,
+            *c.query_features(block.X, block_bins(block, self.profile.features, c.cut)),
+            block.confidence, c.conf_low, c.thr_dup, c.thr_low, c.surp_mu, c.surp_sd,
             c.nn_mu, c.nn_sd, c.z_alpha * math.sqrt(c.nn_inflation), c.z_alpha, c.prada_a,
-            c.prada_mu, c.prada_sd, QUANT_STEP, self.report_interval,
+            c.prada_mu, c.prada_sd, self.report_interval,
             *self.state.arrays(), c.p_grid, *self.state.population(), c.close_thr, c.thr_close,
             self.state.g_hist, self.state.pop_key,
         )

@@ -68,10 +68,10 @@ import numba
 import numpy as np
 
 from detectors.baseline import ColumnProfile
+from detectors.binning import BinEdges
 from detectors.calibration import normal_upper
 from detectors.config import DetectorConfig
 from detectors.cusum import normal_scores
-from detectors.window_ks import _bin_of
 
 #: Chance per alarm of naming, in the evidence, a column that did not move.
 NAMING_ALPHA = 0.01
@@ -85,34 +85,18 @@ SKEW_WINDOWS = 4000
 # Kernels
 # --------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True)
-def score_matrix(X, edges, n_edges, scores, keep):
-    """Standardised baseline normal score of every kept column, ``(n, len(keep))``."""
-    n = X.shape[0]
+def score_matrix(B, scores, keep):
+    """Standardised baseline normal score of every kept column, ``(n, len(keep))``.
+
+    ``B`` holds every value's baseline bin (:mod:`detectors.binning`).
+    """
+    n = B.shape[0]
     d = keep.shape[0]
     Z = np.empty((n, d), dtype=np.float64)
     for i in range(n):
         for a in range(d):
-            j = keep[a]
-            Z[i, a] = scores[a, _bin_of(edges[j], n_edges[j], X[i, j])]
+            Z[i, a] = scores[a, B[i, keep[a]]]
     return Z
-
-
-@numba.njit(cache=True, nogil=True)
-def whitened_scores(X, edges, n_edges, scores, keep, W):
-    """Whitened scores ``score_matrix(X) @ W`` of every event, ``(n, d)``, in one pass."""
-    n = X.shape[0]
-    d = keep.shape[0]
-    Y = np.zeros((n, d), dtype=np.float64)
-    z = np.empty(d, dtype=np.float64)
-    for i in range(n):
-        for a in range(d):
-            j = keep[a]
-            z[a] = scores[a, _bin_of(edges[j], n_edges[j], X[i, j])]
-        for a in range(d):
-            za = z[a]
-            for b in range(d):
-                Y[i, b] += za * W[a, b]
-    return Y
 
 
 @numba.njit(cache=True, nogil=True)
@@ -285,6 +269,7 @@ class WhitenedShift:
         edges = columns.edges_array()
         self.edges = edges
         self.n_edges = np.isfinite(edges).sum(axis=1).astype(np.int64)
+        self.cut = BinEdges(edges)
         cdf = columns.cdf_array()
         raw = normal_scores(cdf, n_ref)
         share = np.diff(np.concatenate([np.zeros((cdf.shape[0], 1)), cdf], axis=1), axis=1)
@@ -316,7 +301,7 @@ class WhitenedShift:
 
     def _fit(self, sample: np.ndarray) -> None:
         """Whitening from the sample's scores, then thresholds per window length."""
-        Zs = score_matrix(sample, self.edges, self.n_edges, self.scores, self.keep)
+        Zs = score_matrix(self.cut.bins(sample), self.scores, self.keep)
         n_s, d = Zs.shape
         C = np.atleast_2d(np.cov(Zs, rowvar=False))
         ev, V = np.linalg.eigh(C)
@@ -358,14 +343,18 @@ class WhitenedShift:
         self.detail = {"hotelling_factor": round(hotelling, 4), "skewness": skews,
                        "sample_rows": int(n_s)}
 
-    def update(self, X: np.ndarray, ts: np.ndarray) -> ShiftHits:
-        """Feed ``n`` events (rows of the full feature matrix ``X``); return the alarms."""
+    def update(self, X: np.ndarray, ts: np.ndarray, bins: np.ndarray | None = None
+               ) -> ShiftHits:
+        """Feed ``n`` events (rows of the full feature matrix ``X``); return the alarms.
+
+        ``bins`` are ``X``'s baseline bins when the caller already has them.
+        """
         d = max(self.d, 1)
         if not self.enabled or X.shape[0] == 0:
             e = np.empty(0, dtype=np.int64)
             return ShiftHits(e, e, np.empty(0), np.empty(0), e, np.empty((0, d)))
-        Y = whitened_scores(np.ascontiguousarray(X, dtype=np.float32), self.edges,
-                            self.n_edges, self.scores, self.keep, self.W)
+        B = self.cut.bins(X) if bins is None else bins
+        Y = score_matrix(B, self.scores, self.keep) @ self.W  # one BLAS product per block
         rows, which, stat, start, wsum = whitened_update(
             Y, np.ascontiguousarray(ts, dtype=np.int64), self.scales, self.thresholds,
             self.ring, self.ring_ts, self.sums, self.meta, self.quiet_events)

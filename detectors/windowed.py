@@ -31,8 +31,9 @@ class BaselineWindow:
     def update(self, M: np.ndarray, ts: np.ndarray) -> WindowHits:
         return self.kernel.update(M, ts)
 
-    def update_cusum(self, M: np.ndarray, ts: np.ndarray) -> CusumHits:
-        return self.cusum.update(M, ts)
+    def update_cusum(self, M: np.ndarray, ts: np.ndarray, bins: np.ndarray | None = None
+                     ) -> CusumHits:
+        return self.cusum.update(M, ts, bins)
 
     def cusum_moved(self, M: np.ndarray, hits: CusumHits, h: int, top: int = 5
                     ) -> list[dict[str, Any]]:

@@ -26,7 +26,9 @@ import numpy as np
 import orjson
 
 from detectors.block import EventBlock, ModelKey
+from detectors.client_table import client_hashes
 from schemas import wire
+from schemas.batch_scan import ScannedBatch
 
 REQUIRED = ("event_id", "timestamp_ms", "model_id", "model_version", "client_id", "features")
 #: Event time beyond year 2200 (ms) is certainly a unit error (µs or ns sent as ms).
@@ -480,32 +482,36 @@ class Decoder:
                 "oversized",
                 f"batch of {len(raw)} bytes exceeds the {self.max_message_bytes}-byte limit",
             )
-        try:
-            rec = wire.decode(raw, "inference_batch")
-        except ValueError as exc:
-            raise _Invalid("bad_avro", str(exc)) from None
-        n = len(rec["event_ids"])
-        d, k = rec["n_features"], rec["n_classes"]
+        fields = _scanned_fields(raw)
+        if fields is None:  # not well formed for the fast reader: the generic one says why
+            try:
+                fields = _BatchFields.from_record(wire.decode(raw, "inference_batch"))
+            except ValueError as exc:
+                raise _Invalid("bad_avro", str(exc)) from None
+        return self._checked_block(fields)
+
+    def _checked_block(self, f: _BatchFields) -> EventBlock:
+        """Validate a batch's fields (either reader) and build its block."""
+        n, d, k = f.n, f.n_features, f.n_classes
         if n == 0:
             raise _Invalid("empty", "batch carries no events")
-        lengths = {len(rec[c]) for c in ("timestamps_ms", "client_ids", "predictions")}
-        if lengths != {n}:
+        if f.column_lengths != {n}:
             raise _Invalid("bad_shape", "batch columns have different lengths")
         if not 0 < d <= self.max_features or not 0 <= k <= self.max_features:
             raise _Invalid("bad_shape", f"n_features={d}, n_classes={k} out of range")
-        if len(rec["features"]) != n * d * 4:
+        if len(f.features) != n * d * 4:
             raise _Invalid(
-                "bad_shape", f"features carry {len(rec['features'])} bytes, expected {n}x{d}x4"
+                "bad_shape", f"features carry {len(f.features)} bytes, expected {n}x{d}x4"
             )
-        if len(rec["scores"]) != n * k * 4:
+        if len(f.scores) != n * k * 4:
             raise _Invalid(
-                "bad_shape", f"scores carry {len(rec['scores'])} bytes, expected {n}x{k}x4"
+                "bad_shape", f"scores carry {len(f.scores)} bytes, expected {n}x{k}x4"
             )
-        if rec["confidence"] and len(rec["confidence"]) != n * 4:
+        if len(f.confidence) and len(f.confidence) != n * 4:
             raise _Invalid("bad_shape", "confidence must carry one float32 per event")
-        if not rec["confidence"] and k == 0:
+        if not len(f.confidence) and k == 0:
             raise _Invalid("missing_field", "batch carries neither confidence nor scores")
-        key = (rec["model_id"], rec["model_version"])
+        key = (f.model_id, f.model_version)
         if not key[0]:
             raise _Invalid("bad_value", "model_id must not be empty")
         shape = self.shapes.get(key) or ModelShape(d, k)
@@ -515,31 +521,122 @@ class Decoder:
                 f"model {key[0]}@{key[1]} takes {shape.n_features} features and "
                 f"{shape.n_classes} scores, batch has {d} and {k}",
             )
-        if "" in rec["event_ids"] or "" in rec["client_ids"]:
+        if f.empty_ids:
             raise _Invalid("bad_value", "event_ids and client_ids must not be empty")
-        if not _all_utf8_ok(rec["event_ids"]) or not _all_utf8_ok(rec["client_ids"]):
+        if not f.ids_utf8_ok():
             raise _Invalid("bad_encoding", "an id holds an unpaired UTF-16 surrogate")
-        ts = np.asarray(rec["timestamps_ms"], dtype=np.int64)
+        ts = f.ts
         if ts.min() < 0 or ts.max() > MAX_TIMESTAMP_MS:
             raise _Invalid("bad_timestamp", f"timestamps outside 0..{MAX_TIMESTAMP_MS}")
         f32 = np.dtype("<f4")
-        self._batch_has_confidence = bool(rec["confidence"])
+        self._batch_has_confidence = bool(len(f.confidence))
         conf = (
-            np.frombuffer(rec["confidence"], dtype=f32).astype(np.float32)
-            if rec["confidence"]
+            np.frombuffer(f.confidence, dtype=f32).astype(np.float32)
+            if len(f.confidence)
             else np.full(n, np.nan, dtype=np.float32)
         )
-        return EventBlock(
+        block = EventBlock(
             key[0],
             key[1],
-            np.asarray(rec["event_ids"], dtype=object),
+            f.event_id_column(),
             ts,
-            np.asarray(rec["client_ids"], dtype=object),
-            np.frombuffer(rec["features"], dtype=f32).reshape(n, d).astype(np.float32),
-            np.frombuffer(rec["scores"], dtype=f32).reshape(n, k).astype(np.float32),
+            f.client_column(),
+            np.frombuffer(f.features, dtype=f32).reshape(n, d).astype(np.float32),
+            np.frombuffer(f.scores, dtype=f32).reshape(n, k).astype(np.float32),
             conf,
-            np.asarray(rec["predictions"], dtype=object),
+            f.prediction_column(),
         )
+        block.client_keys = f.client_keys(key)
+        return block
+
+
+class _BatchFields:
+    """An InferenceBatch's fields as either reader produced them, for one set of checks.
+
+    The generic reader (fastavro) gives Python lists; the fast one
+    (:mod:`schemas.batch_scan`) positions in the message, from which columns are built
+    with no Python object per event, and client keys from distinct client ids.
+    """
+
+    __slots__ = ("model_id", "model_version", "n", "column_lengths", "n_features",
+                 "n_classes", "features", "scores", "confidence", "ts", "empty_ids",
+                 "_rec", "_scan", "_event_ids", "_clients")
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> _BatchFields:
+        f = cls()
+        f.model_id, f.model_version = rec["model_id"], rec["model_version"]
+        f.n = len(rec["event_ids"])
+        f.column_lengths = {len(rec[c]) for c in ("timestamps_ms", "client_ids", "predictions")}
+        f.n_features, f.n_classes = rec["n_features"], rec["n_classes"]
+        f.features, f.scores, f.confidence = rec["features"], rec["scores"], rec["confidence"]
+        f._rec, f._scan = rec, None
+        f.empty_ids = "" in rec["event_ids"] or "" in rec["client_ids"]
+        f.ts = np.asarray(rec["timestamps_ms"], dtype=np.int64) if f.n else np.zeros(0, np.int64)
+        return f
+
+    @classmethod
+    def from_scan(cls, sc: ScannedBatch, model_id: str, model_version: str,
+                  event_ids: np.ndarray) -> _BatchFields:
+        f = cls()
+        f.model_id, f.model_version = model_id, model_version
+        f.n = sc.n
+        f.column_lengths = {sc.n}  # the scanner sends unequal columns to the generic path
+        f.n_features, f.n_classes = sc.n_features, sc.n_classes
+        f.features, f.scores = sc.blob("features"), sc.blob("scores")
+        f.confidence = sc.blob("confidence")
+        f._rec, f._scan, f._event_ids = None, sc, event_ids
+        f.empty_ids = sc.any_empty("event") or sc.any_empty("client")
+        f.ts = sc.ts
+        f._clients = sc.distinct("client")
+        return f
+
+    def ids_utf8_ok(self) -> bool:
+        if self._scan is not None:  # decoded strictly: no lone surrogate can be in there
+            return True
+        return _all_utf8_ok(self._rec["event_ids"]) and _all_utf8_ok(self._rec["client_ids"])
+
+    def event_id_column(self) -> np.ndarray:
+        if self._scan is not None:
+            return self._event_ids
+        return np.asarray(self._rec["event_ids"], dtype=object)
+
+    def client_column(self) -> np.ndarray:
+        if self._scan is not None:
+            values, group = self._clients
+            return values[group]
+        return np.asarray(self._rec["client_ids"], dtype=object)
+
+    def prediction_column(self) -> np.ndarray:
+        if self._scan is not None:
+            return self._scan.strings("prediction")
+        return np.asarray(self._rec["predictions"], dtype=object)
+
+    def client_keys(self, key: ModelKey) -> np.ndarray | None:
+        """Per-row client keys from the distinct ids (fast reader only; else computed on
+        first use by the detectors)."""
+        if self._scan is None:
+            return None
+        values, group = self._clients
+        return client_hashes(key[0], key[1], values)[group]
+
+
+def _scanned_fields(raw: bytes) -> _BatchFields | None:
+    """The fast reader's fields, or None to let the generic reader decide (and word any
+    reason): a foreign frame, a body it cannot walk, non-UTF-8 text, non-ASCII event ids."""
+    if not wire.is_framed(raw) or wire.HEADER.unpack_from(raw)[1] != wire.SCHEMA_IDS[
+            "inference_batch"]:
+        return None
+    sc = ScannedBatch.scan(raw, wire.HEADER.size)
+    if sc is None:
+        return None
+    event_ids = sc.event_ids()
+    if event_ids is None:
+        return None
+    try:
+        return _BatchFields.from_scan(sc, sc.model_id, sc.model_version, event_ids)
+    except UnicodeDecodeError:
+        return None
 
 
 def bad_rows(raw: bytes | None) -> int:

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     sasl_password: SecretStr | None = Field(
         None, description="SASL password (never logged or printed).")
     extraction_capacity: int = Field(_D.extraction_capacity, description="Clients tracked "
-                                     "for extraction per model (power of two, ~5 kB each).")
+                                     "for extraction per model (power of two, ~5.8 kB each).")
     session_timeout_s: float = Field(10.0, description="Consumer group session timeout.")
     rebalance_timeout_s: float = Field(10.0, description="Consumer group rebalance timeout.")
     log_level: Literal["crit", "error", "warn", "info", "debug"] = Field(

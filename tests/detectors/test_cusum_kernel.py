@@ -18,7 +18,8 @@ from detectors.cusum import BinnedCusum, cusum_update
 
 def reference(X, ts, edges, n_edges, scores, k, h, quiet_events, s_pos, s_neg, since_pos,
               since_neg, quiet):
-    """Row by row, column by column, in Python floats (the kernel's specification)."""
+    """Row by row in Python floats (the kernel's specification): every column's update,
+    then the row's alarms in column order, each with the levels after the update."""
     out = []
     for i in range(X.shape[0]):
         for j in range(X.shape[1]):
@@ -32,12 +33,13 @@ def reference(X, ts, edges, n_edges, scores, k, h, quiet_events, s_pos, s_neg, s
             s_pos[j], s_neg[j] = max(sp, 0.0), max(sn, 0.0)
             if quiet[j] > 0:
                 quiet[j] -= 1
+        levels = np.maximum(s_pos, s_neg).copy()
+        for j in range(X.shape[1]):
             if s_pos[j] > h or s_neg[j] > h:
                 up = s_pos[j] > h
                 if quiet[j] == 0:
                     out.append((i, j, 1 if up else -1, s_pos[j] if up else s_neg[j],
-                                since_pos[j] if up else since_neg[j],
-                                np.maximum(s_pos, s_neg).copy()))
+                                since_pos[j] if up else since_neg[j], levels))
                     quiet[j] = quiet_events
                 s_pos[j] = s_neg[j] = 0.0
     return out
@@ -64,7 +66,7 @@ def test_kernel_matches_reference_when_every_column_alarms_at_once(quiet_events:
     mine, ref = _state(d), _state(d)
     alarms = 0
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        got = cusum_update(X[lo:hi], ts[lo:hi], c.edges, c.n_edges, c.scores, c.k, c.h,
+        got = cusum_update(c.cut.bins(X[lo:hi]), ts[lo:hi], c.scores, c.k, c.h,
                            quiet_events, *mine)
         want = reference(X[lo:hi], ts[lo:hi], c.edges, c.n_edges, c.scores, c.k, c.h,
                          quiet_events, *ref)

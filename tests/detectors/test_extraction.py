@@ -132,3 +132,41 @@ def test_binomial_upper_is_a_tail_bound() -> None:
     for m, p, a in [(128, 0.1, 1e-6), (16, 0.01, 1e-3), (64, 0.5, 1e-4)]:
         k = binomial_upper(m, p, a)
         assert stats.binom.sf(k, m, p) <= a < stats.binom.sf(k - 1, m, p)
+
+
+@pytest.mark.parametrize("values", ["continuous", "ties"])
+def test_sorted_distances_follow_the_ring(values: str) -> None:
+    """The per-client sorted copy the normality test reads is always the ring, sorted:
+    while it fills, once values start leaving, and with many exact ties (distance 0
+    repeats under attack)."""
+    from detectors.extraction import DISTANCES, _push_distance
+
+    rng = np.random.default_rng(3)
+    ring = np.zeros(DISTANCES, np.float32)
+    srt = np.zeros(DISTANCES, np.float32)
+    vals = (rng.random(700) if values == "continuous"
+            else rng.choice([0.0, 0.5, 1.0, 2.0], 700)).astype(np.float32)
+    for c, v in enumerate(vals):
+        _push_distance(ring, srt, c, v)
+        nd = min(c + 1, DISTANCES)
+        assert np.array_equal(srt[:nd], np.sort(ring[:nd]))
+
+
+def test_state_from_an_older_checkpoint_gets_its_sorted_distances() -> None:
+    """A pickled state without the sorted copy (written by an earlier version) is rebuilt
+    from the ring on load."""
+    import pickle
+
+    from detectors.extraction import DISTANCES, _ExtractionState
+
+    st_ = _ExtractionState(4, 3)
+    rng = np.random.default_rng(0)
+    st_.nq[:] = [0, 1, 50, 400]
+    st_.dists[:] = rng.random((4, DISTANCES))
+    state = dict(st_.__dict__)
+    del state["sdists"]
+    old = _ExtractionState.__new__(_ExtractionState)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert np.array_equal(old.sdists[2, :49], np.sort(st_.dists[2, :49]))
+    assert np.array_equal(old.sdists[3], np.sort(st_.dists[3]))
+    assert not old.sdists[:2].any()

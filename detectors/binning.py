@@ -1,0 +1,87 @@
+"""Baseline quantile bin of every value of a block, computed once for all detectors.
+
+The CUSUM, the whitened shift test and the extraction detector's surprisal all map each
+feature value to its baseline quantile bin (numpy ``searchsorted(edges, v, 'right')``).
+Doing that once per block, row by row with SIMD across the columns, costs about a
+nanosecond per value instead of a scalar count of the edges in each detector.
+
+The comparison runs in float32 against edges rounded *up* to float32, which gives the
+same answer as comparing the float32 value with the float64 edge: for a float32 ``v``,
+``edge <= v`` exactly when ``ceil32(edge) <= v`` (``ceil32`` the smallest float32 not
+below the edge). NaN is below every edge (bin 0), +inf above every real edge.
+
+>>> import numpy as np
+>>> edges = np.array([[0.0, 1.0, np.inf], [0.5, np.inf, np.inf]])
+>>> cut = BinEdges(edges)
+>>> X = np.array([[-1, 0.5], [1.0, 0.7], [np.inf, np.nan]], dtype=np.float32)
+>>> cut.bins(X).tolist()
+[[0, 1], [2, 1], [2, 0]]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+
+if TYPE_CHECKING:
+    from detectors.baseline import ColumnProfile
+    from detectors.block import EventBlock
+
+
+def ceil_float32(values: np.ndarray) -> np.ndarray:
+    """The smallest float32 at or above each float64 value (infinities kept)."""
+    with np.errstate(over="ignore"):
+        f = values.astype(np.float32)
+    below = f.astype(np.float64) < values
+    f[below] = np.nextafter(f[below], np.float32(np.inf))
+    return f
+
+
+@numba.njit(cache=True, nogil=True)
+def bin_matrix(X, edges_t, n_edges, out):
+    """``out[i, j]`` = number of column ``j``'s first ``n_edges[j]`` edges at or below ``X[i, j]``.
+
+    ``edges_t`` is ``(E, d)`` float32 (rounded up, padded with +inf); the inner loop runs
+    over the columns of one row, so it vectorises for any number of columns.
+    """
+    n, d = X.shape
+    E = edges_t.shape[0]
+    acc = np.zeros(d, dtype=np.int32)
+    for i in range(n):
+        for j in range(d):
+            acc[j] = 0
+        for e in range(E):
+            for j in range(d):
+                acc[j] += np.int32(edges_t[e, j] <= X[i, j])
+        for j in range(d):
+            out[i, j] = min(acc[j], n_edges[j])
+    return out
+
+
+class BinEdges:
+    """The baseline quantile edges of some columns, ready for :func:`bin_matrix`."""
+
+    def __init__(self, edges: np.ndarray) -> None:
+        edges = np.asarray(edges, dtype=np.float64)
+        self.n_edges = np.isfinite(edges).sum(axis=1).astype(np.int32)
+        self.edges_t = np.ascontiguousarray(ceil_float32(edges).T)
+        self.dtype = np.uint8 if edges.shape[1] < 256 else np.int32
+
+    def bins(self, X: np.ndarray) -> np.ndarray:
+        """Bin of every value of ``X`` (``(n, d)``), as ``uint8`` when the bins allow."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        out = np.empty(X.shape, dtype=self.dtype)
+        return bin_matrix(X, self.edges_t, self.n_edges, out)
+
+
+def block_bins(block: EventBlock, columns: ColumnProfile, cut: BinEdges) -> np.ndarray:
+    """Baseline bins of ``block.X`` under ``columns`` (whose edges ``cut`` holds), cached on
+    the block so that the detectors of one model bin each value once."""
+    cached = block.bins
+    if cached is not None and cached[0] is columns:
+        return cached[1]
+    B = cut.bins(block.X)
+    block.bins = (columns, B)
+    return B
