@@ -314,6 +314,7 @@ def _one_blas_thread() -> None:
     thread per core, OpenBLAS's idle threads spin on the cores the broker and producers
     need (measured: the worker took 1.8 cores instead of 0.9 for the same events/s).
     """
+    import numpy  # noqa: F401 - loads the BLAS library, which the limit applies to
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
