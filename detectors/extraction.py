@@ -99,7 +99,7 @@ def _grid_hash(z, step):
     return h
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def surprisal_many(B, logp):
     """Per-row surprisal under the baseline bin shares, from the rows' baseline bins."""
     n, d = B.shape
@@ -112,27 +112,33 @@ def surprisal_many(B, logp):
     return out
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _dot(a, b, n):
+    s = 0.0
+    for j in range(n):
+        s += a[j] * b[j]
+    return s
+
+
 @numba.njit(cache=True, nogil=True)
 def query_features(X, B, mean, inv_std, proj, logp, step):
     """What each query contributes regardless of who sent it, for a whole block.
 
     Returns ``(Z, P, H, S)``: standardised features ``(n, d)``, their random projection
     ``(n, k)``, grid hash ``(n,)`` and surprisal ``(n,)`` (from the baseline bins ``B``).
-    Computed block-wise, apart from the per-client pass, so each loop vectorises; every
-    value is summed in the same order as one query at a time.
+    Computed block-wise, apart from the per-client pass, so each loop vectorises.
     """
     n, d = X.shape
     k = proj.shape[1]
+    proj_t = np.ascontiguousarray(proj.T)
     Z = np.empty((n, d))
-    P = np.zeros((n, k))
+    P = np.empty((n, k))
     H = np.empty(n, dtype=np.int64)
     for i in range(n):
         for j in range(d):
             Z[i, j] = (X[i, j] - mean[j]) * inv_std[j]
-        for j in range(d):
-            zj = Z[i, j]
-            for q in range(k):
-                P[i, q] += zj * proj[j, q]
+        for q in range(k):
+            P[i, q] = _dot(Z[i], proj_t[q], d)
         H[i] = _grid_hash(Z[i], step)
     return Z, P, H, surprisal_many(B, logp)
 
@@ -208,6 +214,22 @@ def _push_distance(ring, srt, count, v):
         srt[ins] = v
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _nearest_sq(p, rows, n_rows, k):
+    """Smallest squared distance from ``p[:k]`` to the first ``n_rows`` rows of ``rows``
+    (``inf`` when there are none). Rows are stored query-major so each distance is one
+    contiguous sum, which vectorises (its terms' order is the compiler's)."""
+    best = np.inf
+    for r in range(n_rows):
+        acc = 0.0
+        for q in range(k):
+            diff = p[q] - rows[r, q]
+            acc += diff * diff
+        if acc < best:
+            best = acc
+    return best
+
+
 @numba.njit(cache=True, nogil=True)
 def extraction_update(
     keys_in, ts, Z, P, H, S, conf, conf_low,
@@ -233,8 +255,6 @@ def extraction_update(
     thr = np.empty(2 * n, dtype=np.float64)
     m_out = 0
     buf = np.empty(DISTANCES)
-    dd_buf = np.empty(HISTORY)
-    gd_buf = np.empty(GLOBAL)
     for i in range(n):
         t = ts[i]
         slot, fresh = find_slot(keys, last_seen, keys_in[i], t)
@@ -256,26 +276,14 @@ def extraction_update(
         p = P[i]
         h = H[i]
         n_hist = c if c < HISTORY else HISTORY
-        # squared distances to the history, dimension by dimension: the inner loop runs
-        # over the history (``hist`` is stored dimension-major), each distance keeps its
-        # own summation order, so the nearest neighbour is the same as one query at a time
-        for r in range(HISTORY):
-            dd_buf[r] = 0.0
-        for q in range(k):
-            pq = p[q]
-            for r in range(HISTORY):
-                diff = pq - hist[slot, q, r]
-                dd_buf[r] += diff * diff
-        best = np.inf
+        best = _nearest_sq(p, hist[slot], n_hist, k)
         dup = 0
         for r in range(n_hist):
-            if dd_buf[r] < best:
-                best = dd_buf[r]
             if hashes[slot, r] == h:
                 dup = 1
         pos = c % HISTORY
         for q in range(k):
-            hist[slot, q, pos] = p[q]
+            hist[slot, pos, q] = p[q]
         hashes[slot, pos] = h
         if c > 0:
             dist = math.sqrt(best)
@@ -300,21 +308,11 @@ def extraction_update(
         # the model's recent traffic, whoever sent it: is this query close to it?
         g_n = pop_meta[4] if pop_meta[4] < GLOBAL else GLOBAL
         kg = k if k < GLOBAL_DIMS else GLOBAL_DIMS
-        for r in range(GLOBAL):
-            gd_buf[r] = 0.0
-        for q in range(kg):
-            pq = p[q]
-            for r in range(GLOBAL):
-                diff = pq - g_hist[q, r]
-                gd_buf[r] += diff * diff
-        gbest = np.inf
-        for r in range(g_n):
-            if gd_buf[r] < gbest:
-                gbest = gd_buf[r]
+        gbest = _nearest_sq(p, g_hist, g_n, kg)
         close = 1 if g_n == GLOBAL and math.sqrt(gbest) < close_thr else 0
         gp = pop_meta[4] % GLOBAL
         for q in range(kg):
-            g_hist[q, gp] = p[q]
+            g_hist[gp, q] = p[q]
         pop_meta[4] += 1
         # population window (all clients of the model), and its most recent POP_SHORT
         pp = pop_meta[0]
@@ -643,7 +641,7 @@ class _ExtractionState:
         self.last_seen = np.zeros(cap, dtype=np.int64)
         self.last_report = np.zeros(cap, dtype=np.int64)
         self.nq = np.zeros(cap, dtype=np.int64)
-        self.hist = np.zeros((cap, min(PROJ, d), HISTORY), dtype=np.float32)  # dim-major
+        self.hist = np.zeros((cap, HISTORY, min(PROJ, d)), dtype=np.float32)  # query-major
         self.hashes = np.zeros((cap, HISTORY), dtype=np.int64)
         self.dists = np.zeros((cap, DISTANCES), dtype=np.float32)
         self.sdists = np.zeros((cap, DISTANCES), dtype=np.float32)  # the same, sorted
@@ -661,13 +659,20 @@ class _ExtractionState:
         # model-level test, event time of its last report, low-confidence count (short)
         self.pop_meta = np.array([0, 0, 0, 0, 0, 0, -(1 << 62), 0], dtype=np.int64)
         self.pop_key = np.zeros(POPULATION, dtype=np.int64)
-        self.g_hist = np.zeros((min(GLOBAL_DIMS, d), GLOBAL), dtype=np.float32)
+        self.g_hist = np.zeros((GLOBAL, min(GLOBAL_DIMS, d)), dtype=np.float32)
         # surprisal sum and sum of squares over the window, surprisal sum over the short one
         self.pop_sums = np.zeros(3, dtype=np.float64)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle; a checkpoint from before the sorted distances gets them rebuilt."""
         self.__dict__.update(state)
+        # Earlier versions kept the projected queries dimension-major (the last axis was
+        # the history); the projection has at most PROJ < HISTORY (GLOBAL_DIMS < GLOBAL)
+        # dimensions, so the layout is told by the shape.
+        if self.hist.shape[-1] == HISTORY and self.hist.shape[1] != HISTORY:
+            self.hist = np.ascontiguousarray(self.hist.transpose(0, 2, 1))
+        if self.g_hist.shape[-1] == GLOBAL and self.g_hist.shape[0] != GLOBAL:
+            self.g_hist = np.ascontiguousarray(self.g_hist.T)
         if "sdists" not in state:
             self.sdists = np.zeros_like(self.dists)
             for slot in np.flatnonzero(self.nq > 1):

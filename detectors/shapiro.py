@@ -47,7 +47,7 @@ def shapiro_coefficients(n: int) -> np.ndarray:
     return a
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def shapiro_w(x_sorted, a):
     """W of an ascending sample with coefficients ``a`` of the same length (1.0 if constant)."""
     n = x_sorted.shape[0]
