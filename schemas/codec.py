@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+import numba
 import numpy as np
 import orjson
 
@@ -649,6 +650,33 @@ def bad_rows(raw: bytes | None) -> int:
         return 1
 
 
+@numba.njit(cache=True, nogil=True)
+def _finite_rows(M):
+    """Per row of a float32 matrix: every value finite (``isfinite(M).all(axis=1)``)."""
+    n, d = M.shape
+    out = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        ok = True
+        for j in range(d):
+            ok &= np.isfinite(M[i, j])
+        out[i] = ok
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _unit_rows(M):
+    """Per row: every value in [0, 1] (NaN is not)."""
+    n, d = M.shape
+    out = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        ok = True
+        for j in range(d):
+            v = M[i, j]
+            ok &= (v >= 0.0) & (v <= 1.0)
+        out[i] = ok
+    return out
+
+
 def _validate_numbers(
     block: EventBlock, index: np.ndarray, rejects: list[Reject], conf_missing: np.ndarray
 ) -> EventBlock | None:
@@ -665,13 +693,13 @@ def _validate_numbers(
         4: ("bad_confidence", "confidence must lie in [0, 1]"),
         5: ("nan_or_inf", "confidence is NaN or infinity"),
     }
-    bad[~np.isfinite(block.X).all(axis=1)] = 1
+    bad[~_finite_rows(block.X)] = 1
     if block.scores.shape[1]:
         S = block.scores
-        finite = np.isfinite(S).all(axis=1)
+        finite = _finite_rows(S)
         bad[(bad == 0) & ~finite] = 2
         with np.errstate(invalid="ignore"):
-            in_range = (S >= 0).all(axis=1) & (S <= 1).all(axis=1)
+            in_range = _unit_rows(S)
             sums_ok = np.abs(S.sum(axis=1) - 1.0) <= SCORE_SUM_TOLERANCE
         bad[(bad == 0) & ~(in_range & sums_ok)] = 3
         block.confidence[conf_missing] = np.where(finite, S.max(axis=1), np.nan)[conf_missing]
