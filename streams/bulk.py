@@ -4,7 +4,8 @@ A Faust agent receives each Kafka message through Faust's stream machinery (a ta
 lock and an ack per message); profiling showed that costing more than inferwatch's whole
 decode-and-detect step for single-event messages. This task, run by the Faust app, uses
 an aiokafka consumer in a consumer group to fetch up to ``max_batch`` raw messages at a
-time and hands them to the pipeline in one step.
+time and hands them to the pipeline in one step, run on a thread of its own so the event
+loop fetches the next messages meanwhile (the detection kernels release the GIL).
 
 State and delivery (see the README's reliability section):
 
@@ -33,6 +34,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -96,6 +98,9 @@ class ShardedIngest:
         self.suspended: dict[int, tuple[Any, dict[tuple[str, int], int]]] = {}
         #: Ids of the input topics the held offsets refer to.
         self.topic_ids: dict[str, str] = {}
+        #: Where steps run: one thread, one step at a time, awaited under ``lock`` (so
+        #: checkpoints and rebalances never see a step half done).
+        self.step_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inferwatch-step")
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -325,7 +330,11 @@ class ShardedIngest:
                             for tp, records in fetched.items()
                             if tp.partition in self.pipeline.shards for m in records]
                     if msgs:
-                        await self.publish(self.pipeline.safe_step(msgs))
+                        # On its own thread, so the event loop keeps fetching the next
+                        # messages (and heartbeating) while the kernels run without the GIL.
+                        out = await asyncio.get_running_loop().run_in_executor(
+                            self.step_thread, self.pipeline.safe_step, msgs)
+                        await self.publish(out)
                         self.dirty = True
                     self.observe_lag()
                     writing = self.pending is not None and not self.pending.done()
@@ -343,6 +352,7 @@ class ShardedIngest:
                         await self.settle()
             finally:
                 self.stopped.set()
+                self.step_thread.shutdown(wait=False)
                 await consumer.stop()
                 self.store.close()
                 self.reader.close()
