@@ -44,7 +44,9 @@ What runs (one :class:`~streams.broker.EmbeddedBroker` for everything):
   its maximum is measured on that traffic itself: :class:`LiveTraffic` generates
   ``mix_events`` events of every phase in order, stamped in the past at the nominal rate
   (half the batch case's rate, or ``--latency-rate``), pre-loads them, and a worker with
-  the live run's settings drains them, timed like the other cases (``live_mix``).
+  the live run's settings drains them, timed like the other cases (``live_mix``). The
+  live workers' extraction table is sized to hold every active client
+  (:func:`live_settings`), as an operator would size ``INFERWATCH_EXTRACTION_CAPACITY``.
 - **Latency** -- a live run on fresh topics: a worker is started and caught up (it has
   processed a warm-up second of traffic), then ``InferenceBatch`` traffic from the same
   generator and clients is produced at half the live-mix case's measured rate
@@ -83,6 +85,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -788,6 +791,18 @@ def live_clients(rate: float) -> int:
     return max(N_CLIENTS, int(rate / 20))
 
 
+def live_settings(clients: int) -> dict[str, str]:
+    """Worker settings of the live-traffic runs, sized to their clients as an operator
+    would: the extraction table holds every active client (the next power of two at or
+    above 1.5x their number, unless ``INFERWATCH_EXTRACTION_CAPACITY`` is set). With
+    fewer slots than active clients, a client's history is evicted between its queries
+    and the extraction attacker goes unseen."""
+    capacity = 1 << max(int(math.ceil(math.log2(1.5 * clients))), 13)
+    return {"INFERWATCH_COOLDOWN_MS": LIVE_COOLDOWN_MS,
+            "INFERWATCH_EXTRACTION_CAPACITY": os.environ.get(
+                "INFERWATCH_EXTRACTION_CAPACITY", str(capacity))}
+
+
 def run_mix_capacity(broker: EmbeddedBroker, size: Size, nominal_rate: float, clients: int,
                      out: Path, run_id: str, workdir: Path, profile: bool) -> Case:
     """The most events/s the worker sustains on the latency run's traffic mix.
@@ -815,7 +830,7 @@ def run_mix_capacity(broker: EmbeddedBroker, size: Size, nominal_rate: float, cl
     say(f"{case.label}: pre-loaded {events:,} events in {messages:,} messages in "
         f"{time.monotonic() - t:.1f} s")
     return run_case(case, broker, topics, baselines, size, out, run_id, profile,
-                    INFERWATCH_COOLDOWN_MS=LIVE_COOLDOWN_MS)
+                    **live_settings(clients))
 
 
 def run_latency(broker: EmbeddedBroker, size: Size, rate: float, out: Path, run_id: str,
@@ -829,7 +844,7 @@ def run_latency(broker: EmbeddedBroker, size: Size, rate: float, out: Path, run_
     port = free_port()
     log_path = out / "e2e-logs" / "latency.log"
     env = worker_env(broker.url, topics, f"{run_id}-latency", baselines, port,
-                     INFERWATCH_COOLDOWN_MS=LIVE_COOLDOWN_MS)
+                     **live_settings(live.n_clients))
     reader = IncidentReader(broker.bootstrap, topics["incidents"])
     sender = Sender(broker.bootstrap, linger_ms=1)
     load = [round(os.getloadavg()[0], 2)]
@@ -916,6 +931,8 @@ def run_latency(broker: EmbeddedBroker, size: Size, rate: float, out: Path, run_
         "batch_size": size.batch_size,
         "tick_s": size.tick_s,
         "cooldown_ms": int(LIVE_COOLDOWN_MS),
+        "extraction_capacity": int(live_settings(live.n_clients)[
+            "INFERWATCH_EXTRACTION_CAPACITY"]),
         "catch_up_s": round(catch_up_s, 2),
         "worker_cpu_share": (round((cpu1 - cpu0) / duration, 3)
                              if cpu0 is not None and cpu1 is not None else None),
