@@ -651,30 +651,22 @@ def bad_rows(raw: bytes | None) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _finite_rows(M):
-    """Per row of a float32 matrix: every value finite (``isfinite(M).all(axis=1)``)."""
+def _row_checks(M):
+    """Per row of a float32 matrix: every value finite (``isfinite(M).all(axis=1)``), and
+    every value in [0, 1] (NaN is not); one compiled pass for both."""
     n, d = M.shape
-    out = np.empty(n, dtype=np.bool_)
+    finite = np.empty(n, dtype=np.bool_)
+    unit = np.empty(n, dtype=np.bool_)
     for i in range(n):
         ok = True
-        for j in range(d):
-            ok &= np.isfinite(M[i, j])
-        out[i] = ok
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _unit_rows(M):
-    """Per row: every value in [0, 1] (NaN is not)."""
-    n, d = M.shape
-    out = np.empty(n, dtype=np.bool_)
-    for i in range(n):
-        ok = True
+        in_unit = True
         for j in range(d):
             v = M[i, j]
-            ok &= (v >= 0.0) & (v <= 1.0)
-        out[i] = ok
-    return out
+            ok &= np.isfinite(v)
+            in_unit &= (v >= 0.0) & (v <= 1.0)
+        finite[i] = ok
+        unit[i] = in_unit
+    return finite, unit
 
 
 def _validate_numbers(
@@ -693,13 +685,12 @@ def _validate_numbers(
         4: ("bad_confidence", "confidence must lie in [0, 1]"),
         5: ("nan_or_inf", "confidence is NaN or infinity"),
     }
-    bad[~_finite_rows(block.X)] = 1
+    bad[~_row_checks(block.X)[0]] = 1
     if block.scores.shape[1]:
         S = block.scores
-        finite = _finite_rows(S)
+        finite, in_range = _row_checks(S)
         bad[(bad == 0) & ~finite] = 2
         with np.errstate(invalid="ignore"):
-            in_range = _unit_rows(S)
             sums_ok = np.abs(S.sum(axis=1) - 1.0) <= SCORE_SUM_TOLERANCE
         bad[(bad == 0) & ~(in_range & sums_ok)] = 3
         block.confidence[conf_missing] = np.where(finite, S.max(axis=1), np.nan)[conf_missing]
