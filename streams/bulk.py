@@ -98,6 +98,9 @@ class ShardedIngest:
         self.suspended: dict[int, tuple[Any, dict[tuple[str, int], int]]] = {}
         #: Ids of the input topics the held offsets refer to.
         self.topic_ids: dict[str, str] = {}
+        #: True from the start of a step until its output is published: a worker stopped
+        #: in between does not checkpoint that step (its input is read again).
+        self.half_done = False
         #: Where steps run: one thread, one step at a time, awaited under ``lock`` (so
         #: checkpoints and rebalances never see a step half done).
         self.step_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inferwatch-step")
@@ -330,11 +333,9 @@ class ShardedIngest:
                             for tp, records in fetched.items()
                             if tp.partition in self.pipeline.shards for m in records]
                     if msgs:
-                        # On its own thread, so the event loop keeps fetching the next
-                        # messages (and heartbeating) while the kernels run without the GIL.
-                        out = await asyncio.get_running_loop().run_in_executor(
-                            self.step_thread, self.pipeline.safe_step, msgs)
-                        await self.publish(out)
+                        self.half_done = True  # until the step's output is all published
+                        await self.publish(await self._step(msgs))
+                        self.half_done = False
                         self.dirty = True
                     self.observe_lag()
                     writing = self.pending is not None and not self.pending.done()
@@ -346,16 +347,31 @@ class ShardedIngest:
         finally:
             try:
                 async with self.lock:
-                    if self.dirty:
+                    if self.dirty and not self.half_done:
                         await self.checkpoint(wait=True)
-                    else:
-                        await self.settle()
+                    else:  # a step cut off before its output was out is not checkpointed:
+                        await self.settle()  # its input is read again from the last one
             finally:
                 self.stopped.set()
                 self.step_thread.shutdown(wait=False)
                 await consumer.stop()
                 self.store.close()
                 self.reader.close()
+
+    async def _step(self, msgs: list[Message]) -> StepOutput:
+        """Run one pipeline step on the step thread, so the event loop keeps fetching the
+        next messages (and heartbeating) while the kernels run without the GIL.
+
+        If this task is cancelled meanwhile, the step still finishes before the error goes
+        on: nothing may read or checkpoint the pipeline while the thread changes it.
+        """
+        fut = asyncio.get_running_loop().run_in_executor(self.step_thread,
+                                                          self.pipeline.safe_step, msgs)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await asyncio.wait([fut])
+            raise
 
     async def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop after the step in hand and its final checkpoint (called while the app's
