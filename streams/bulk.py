@@ -24,7 +24,8 @@ State and delivery (see the README's reliability section):
   topic into the shard's fence, so replaying the input does not publish them again.
 - On shutdown the Faust app calls :meth:`ShardedIngest.shutdown` before it stops its
   producer: the step in hand is finished and checkpointed while its output can still be
-  published.
+  published. A step cut off before its output was published (the task cancelled, a
+  publish failed) is finished but not checkpointed: its input is read again.
 """
 
 from __future__ import annotations
