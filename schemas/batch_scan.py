@@ -46,6 +46,8 @@ def _long(buf, pos, end):
             return 0, -1
         b = buf[pos]
         pos += 1
+        if shift == 63 and b > 1:  # beyond 64 bits: the generic reader decides
+            return 0, -1
         acc |= np.uint64(b & 0x7F) << np.uint64(shift)
         if b < 0x80:
             break
@@ -297,9 +299,12 @@ class ScannedBatch:
         return bool((self.lens[STRING_COLUMNS[column]] == 0).any())
 
     def event_ids(self) -> np.ndarray | None:
-        """Event ids as a fixed-width unicode array; None if one is not ASCII."""
+        """Event ids as a fixed-width unicode array; None if one is not ASCII, or if the
+        array would take more than four times the message (ids of very unequal length)."""
         offs, lens = self.offs[0], self.lens[0]
         width = int(lens.max()) if self.n else 1
+        if self.n * width > 4 * len(self.raw):  # one long id among many short ones: a
+            return None  # fixed-width array would be huge; the generic path reads it
         mat, ascii = _gather_fixed(self.buf, offs, lens, width)
         if not ascii:
             return None

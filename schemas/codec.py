@@ -561,7 +561,7 @@ class _BatchFields:
 
     __slots__ = ("model_id", "model_version", "n", "column_lengths", "n_features",
                  "n_classes", "features", "scores", "confidence", "ts", "empty_ids",
-                 "_rec", "_scan", "_event_ids", "_clients")
+                 "_rec", "_scan", "_event_ids", "_clients", "_predictions")
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> _BatchFields:
@@ -590,6 +590,7 @@ class _BatchFields:
         f.empty_ids = sc.any_empty("event") or sc.any_empty("client")
         f.ts = sc.ts
         f._clients = sc.distinct("client")
+        f._predictions = sc.strings("prediction")
         return f
 
     def ids_utf8_ok(self) -> bool:
@@ -610,7 +611,7 @@ class _BatchFields:
 
     def prediction_column(self) -> np.ndarray:
         if self._scan is not None:
-            return self._scan.strings("prediction")
+            return self._predictions
         return np.asarray(self._rec["predictions"], dtype=object)
 
     def client_keys(self, key: ModelKey) -> np.ndarray | None:
@@ -624,7 +625,8 @@ class _BatchFields:
 
 def _scanned_fields(raw: bytes) -> _BatchFields | None:
     """The fast reader's fields, or None to let the generic reader decide (and word any
-    reason): a foreign frame, a body it cannot walk, non-UTF-8 text, non-ASCII event ids."""
+    reason): a foreign frame, a body it cannot walk, non-UTF-8 text (every string is
+    decoded here, before any check), non-ASCII event ids."""
     if not wire.is_framed(raw) or wire.HEADER.unpack_from(raw)[1] != wire.SCHEMA_IDS[
             "inference_batch"]:
         return None

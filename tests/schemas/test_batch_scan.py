@@ -63,13 +63,20 @@ def _array(items: list[bytes], cuts: list[int], sized: bool) -> bytes:
     return bytes(out + _zigzag(0))
 
 
-def _hand_batch(event_ids, ts, clients, preds, X, conf, cuts, sized) -> bytes:
+def _utf8(x: str | bytes) -> bytes:
+    return x if isinstance(x, bytes) else x.encode()
+
+
+def _hand_batch(event_ids, ts, clients, preds, X, conf, cuts=(), sized=False,
+                raw_ts: list[bytes] | None = None) -> bytes:
+    """A batch written byte by byte: strings may be raw bytes, timestamps raw varints."""
     n, d = X.shape
+    cuts = list(cuts)
     body = (_blob(b"m") + _blob(b"1")
-            + _array([_blob(e.encode()) for e in event_ids], cuts, sized)
-            + _array([_zigzag(t) for t in ts], cuts, sized)
-            + _array([_blob(c.encode()) for c in clients], cuts, sized)
-            + _array([_blob(p.encode()) for p in preds], cuts, sized)
+            + _array([_blob(_utf8(e)) for e in event_ids], cuts, sized)
+            + _array(raw_ts or [_zigzag(t) for t in ts], cuts, sized)
+            + _array([_blob(_utf8(c)) for c in clients], cuts, sized)
+            + _array([_blob(_utf8(p)) for p in preds], cuts, sized)
             + _zigzag(d) + _blob(X.astype("<f4").tobytes())
             + _zigzag(0) + _blob(b"") + _blob(conf.astype("<f4").tobytes()))
     return struct.pack(">bI", 0, SCHEMA_IDS["inference_batch"]) + body
@@ -179,3 +186,27 @@ def test_malformed_bodies_go_to_the_generic_reader(mutate) -> None:
     result = Decoder().decode_batches([bad])
     assert not result.blocks and result.rejects[0].code in {"bad_avro", "bad_shape"}
     assert wire.is_framed(bad)
+
+
+@pytest.mark.parametrize("case", ["prediction_not_utf8", "client_not_utf8",
+                                  "timestamp_beyond_64_bits", "one_long_event_id"])
+def test_edge_bodies_decide_like_the_generic_reader(case: str) -> None:
+    """Regressions found by review: each used to take the fast path and decide otherwise
+    (or, for the long id, allocate ids x longest id x 4 bytes)."""
+    n = 50
+    eids: list = [f"e{i}" for i in range(n)]
+    clients: list = ["c"] * n
+    preds: list = ["0"] * n
+    raw_ts = None
+    if case == "prediction_not_utf8":
+        preds[7] = b"\xff"
+    elif case == "client_not_utf8":
+        clients[3] = b"\xed\xa0\x80"  # an encoded surrogate
+    elif case == "timestamp_beyond_64_bits":
+        raw_ts = [_zigzag(1)] * (n - 1) + [b"\xff" * 9 + b"\x02"]
+    else:
+        eids[0] = "x" * 20_000
+    raw = _hand_batch(eids, [1] * n, clients, preds, np.zeros((n, 2), np.float32),
+                      np.full(n, 0.5), raw_ts=raw_ts)
+    assert codec._scanned_fields(raw) is None
+    _same(Decoder(max_message_bytes=1 << 20).decode_batches([raw]), _generic([raw]))
