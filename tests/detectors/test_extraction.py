@@ -170,3 +170,24 @@ def test_state_from_an_older_checkpoint_gets_its_sorted_distances() -> None:
     assert np.array_equal(old.sdists[2, :49], np.sort(st_.dists[2, :49]))
     assert np.array_equal(old.sdists[3], np.sort(st_.dists[3]))
     assert not old.sdists[:2].any()
+
+
+def test_state_with_dimension_major_history_is_transposed_on_load() -> None:
+    """Checkpoints written before the history was stored query-major load into the new
+    layout with every projected query in place (the sybil history too)."""
+    import pickle
+
+    from detectors.extraction import GLOBAL, HISTORY, _ExtractionState
+
+    st_ = _ExtractionState(4, 20)
+    rng = np.random.default_rng(1)
+    st_.hist[:] = rng.random(st_.hist.shape)
+    st_.g_hist[:] = rng.random(st_.g_hist.shape)
+    state = dict(st_.__dict__)
+    state["hist"] = np.ascontiguousarray(st_.hist.transpose(0, 2, 1))  # (cap, k, HISTORY)
+    state["g_hist"] = np.ascontiguousarray(st_.g_hist.T)  # (k, GLOBAL)
+    old = _ExtractionState.__new__(_ExtractionState)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert old.hist.shape[1] == HISTORY and old.g_hist.shape[0] == GLOBAL
+    assert np.array_equal(old.hist, st_.hist) and np.array_equal(old.g_hist, st_.g_hist)
+    assert old.hist.flags.c_contiguous and old.g_hist.flags.c_contiguous
