@@ -149,7 +149,6 @@ class BinnedCusum:
                  quiet_events: int = 1000) -> None:
         self.columns = columns
         self.edges = columns.edges_array()
-        self.n_edges = np.isfinite(self.edges).sum(axis=1).astype(np.int64)
         self.cut = BinEdges(self.edges)
         self.scores = normal_scores(columns.cdf_array(), n_ref)
         d = len(columns.names)

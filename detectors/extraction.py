@@ -446,7 +446,6 @@ class ExtractionCalibration:
         k = min(PROJ, d)
         self.proj = rng.normal(0.0, 1.0 / math.sqrt(k), (d, k)) if d > PROJ else np.eye(d)
         self.edges = f.edges_array()
-        self.n_edges = np.isfinite(self.edges).sum(axis=1).astype(np.int64)
         self.logp = _bin_surprisal(self.edges, f.cdf_array(), std, profile.n_ref)
         self.cut = BinEdges(self.edges)
         self.alpha = alpha_per_check(TEST_EVERY, cfg.budget_events, len(SIGNALS))

@@ -266,10 +266,7 @@ class WhitenedShift:
                  cfg: DetectorConfig) -> None:
         self.columns = columns
         self.budget_events = cfg.budget_events
-        edges = columns.edges_array()
-        self.edges = edges
-        self.n_edges = np.isfinite(edges).sum(axis=1).astype(np.int64)
-        self.cut = BinEdges(edges)
+        self.cut = BinEdges(columns.edges_array())
         cdf = columns.cdf_array()
         raw = normal_scores(cdf, n_ref)
         share = np.diff(np.concatenate([np.zeros((cdf.shape[0], 1)), cdf], axis=1), axis=1)

@@ -68,7 +68,7 @@ def test_kernel_matches_reference_when_every_column_alarms_at_once(quiet_events:
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         got = cusum_update(c.cut.bins(X[lo:hi]), ts[lo:hi], c.scores, c.k, c.h,
                            quiet_events, *mine)
-        want = reference(X[lo:hi], ts[lo:hi], c.edges, c.n_edges, c.scores, c.k, c.h,
+        want = reference(X[lo:hi], ts[lo:hi], c.edges, c.cut.n_edges, c.scores, c.k, c.h,
                          quiet_events, *ref)
         assert len(got[0]) == len(want)
         for m, (i, j, side, value, onset, level) in enumerate(want):
