@@ -431,7 +431,7 @@ def measure(
             "rss_growth_bytes": rss - before,
             "state_bytes": state["total"],
             "flood_evictions": flood.evictions,
-            "extraction_evictions": int(extr.state.stats[0]),
+            "extraction_evictions": extr.evictions,
             "flood_occupancy": float(np.count_nonzero(flood.keys) / flood.keys.size),
             "extraction_occupancy": float(np.count_nonzero(extr.state.keys)
                                           / extr.state.keys.size),
@@ -475,7 +475,7 @@ def measure(
         "key_cache_bytes_max": max(p["key_cache_bytes"] for p in points),
         "key_cache_entries_max": max(p["key_cache_entries"] for p in points),
         "flood_evictions": flood.evictions,
-        "extraction_evictions": int(extr.state.stats[0]),
+        "extraction_evictions": extr.evictions,
         "regulars_tracked": {
             "flood": float(np.isin(reg_keys, flood.keys).mean()) if regulars else None,
             "extraction": float(np.isin(reg_keys, extr.state.keys).mean()) if regulars else None,

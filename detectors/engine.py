@@ -178,6 +178,15 @@ class DetectionEngine:
         self.models[block.key] = ModelDetectors(profile, self.cfg)
         return self.models[block.key], block.take(slice(need, None))
 
+    def evictions(self) -> Counter:
+        """Clients evicted from the per-client tables so far, by detector (all models)."""
+        out: Counter = Counter()
+        for dets in self.models.values():
+            for det in dets.detectors:
+                if hasattr(det, "evictions"):
+                    out[det.name] += det.evictions
+        return out
+
     def stats(self) -> dict[str, Any]:
         """Counters for metrics and the end-of-run summary."""
         return {

@@ -706,6 +706,12 @@ class ExtractionDetector:
         self.report_interval = cfg.extraction_report_interval_ms
         self.budget_events = cfg.budget_events
 
+    @property
+    def evictions(self) -> int:
+        """Clients evicted from the table so far (a steady rate while clients are still
+        active means the table is smaller than the model's active clients)."""
+        return int(self.state.stats[0])
+
     def update(self, block: EventBlock) -> list[Detection]:
         c = self.cal
         keys_in = block_client_keys(block)

@@ -10,6 +10,8 @@ Exposed on ``http://<host>:INFERWATCH_METRICS_PORT/metrics`` (0 disables it). Na
 - ``inferwatch_step_seconds`` (histogram of whole-step processing time)
 - ``inferwatch_consumer_lag{topic,partition}`` (high watermark minus next offset to process)
 - ``inferwatch_models`` and ``inferwatch_open_incidents``
+- ``inferwatch_client_evictions_total{detector}`` (clients evicted from the per-client
+  tables: a steady rate while clients are still active means a table is too small)
 - ``inferwatch_shards_held``, ``inferwatch_checkpoints_total{result}``,
   ``inferwatch_checkpoint_seconds``, ``inferwatch_checkpoint_pause_seconds`` and
   ``inferwatch_checkpoint_bytes`` (durable state)
@@ -74,7 +76,12 @@ class WorkerMetrics:
         self.not_republished = PromCounter(
             "inferwatch_incidents_not_republished",
             "Incident records not published again after a restart", registry=r)
+        self.evictions = PromCounter(
+            "inferwatch_client_evictions",
+            "Clients evicted from a per-client table (query_flood, extraction)", ["detector"],
+            registry=r)
         self._kernel_seen: Counter = Counter()
+        self._evictions_seen: Counter = Counter()
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Start the HTTP endpoint in a background thread."""
@@ -98,5 +105,10 @@ class WorkerMetrics:
             if delta > 0:
                 self.kernel_seconds.labels(det).inc(delta)
                 self._kernel_seen[det] = total
+        for det, total in engine_stats.get("evictions", {}).items():
+            delta = total - self._evictions_seen[det]
+            if delta > 0:
+                self.evictions.labels(det).inc(delta)
+                self._evictions_seen[det] = total
         self.models.set(engine_stats["models"])
         self.open_incidents.set(engine_stats["open_incidents"])

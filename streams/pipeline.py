@@ -179,6 +179,8 @@ class Pipeline:
         """Engine counters summed over the shards held."""
         engines = [sh.engine.stats() for sh in self.shards.values()]
         return {
+            "evictions": {k[len("evictions_"):]: v for k, v in self.counters.items()
+                          if k.startswith("evictions_")},
             "shards": sorted(self.shards),
             "events": sum(e["events"] for e in engines),
             "models": sum(e["models"] for e in engines),
@@ -289,9 +291,13 @@ class Pipeline:
                 self.counters["events_forwarded"] += len(block)
                 continue
             self.counters["events_in"] += len(block)
-            for rec in self.shard(r).engine.process(block):
+            engine = self.shard(r).engine
+            evicted = engine.evictions()
+            for rec in engine.process(block):
                 self._publishable(rec, out, r)
                 self.counters[f"incidents_{rec['detector']}"] += 1
+            for name, n in (engine.evictions() - evicted).items():
+                self.counters[f"evictions_{name}"] += n
         self.counters["incidents"] = sum(
             v for k, v in self.counters.items() if k.startswith("incidents_")
         )
