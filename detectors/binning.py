@@ -25,26 +25,20 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
+from detectors.window_ks import f32_thresholds
+
 if TYPE_CHECKING:
     from detectors.baseline import ColumnProfile
     from detectors.block import EventBlock
 
 
-def ceil_float32(values: np.ndarray) -> np.ndarray:
-    """The smallest float32 at or above each float64 value (infinities kept)."""
-    with np.errstate(over="ignore"):
-        f = values.astype(np.float32)
-    below = f.astype(np.float64) < values
-    f[below] = np.nextafter(f[below], np.float32(np.inf))
-    return f
-
-
 @numba.njit(cache=True, nogil=True)
-def bin_matrix(X, edges_t, n_edges, out):
-    """``out[i, j]`` = number of column ``j``'s first ``n_edges[j]`` edges at or below ``X[i, j]``.
+def bin_matrix(X, edges_t, out):
+    """``out[i, j]`` = number of column ``j``'s edges at or below ``X[i, j]``.
 
-    ``edges_t`` is ``(E, d)`` float32 (rounded up, padded with +inf); the inner loop runs
-    over the columns of one row, so it vectorises for any number of columns.
+    ``edges_t`` is ``(E, d)`` float32 (:func:`detectors.window_ks.f32_thresholds`: rounded
+    up, NaN past a column's edges, which never compares true); the inner loop runs over
+    the columns of one row, so it vectorises for any number of columns.
     """
     n, d = X.shape
     E = edges_t.shape[0]
@@ -56,7 +50,7 @@ def bin_matrix(X, edges_t, n_edges, out):
             for j in range(d):
                 acc[j] += np.int32(edges_t[e, j] <= X[i, j])
         for j in range(d):
-            out[i, j] = min(acc[j], n_edges[j])
+            out[i, j] = acc[j]
     return out
 
 
@@ -65,15 +59,15 @@ class BinEdges:
 
     def __init__(self, edges: np.ndarray) -> None:
         edges = np.asarray(edges, dtype=np.float64)
-        self.n_edges = np.isfinite(edges).sum(axis=1).astype(np.int32)
-        self.edges_t = np.ascontiguousarray(ceil_float32(edges).T)
+        self.n_edges = np.isfinite(edges).sum(axis=1).astype(np.int64)
+        self.edges_t = f32_thresholds(edges, self.n_edges)
         self.dtype = np.uint8 if edges.shape[1] < 256 else np.int32
 
     def bins(self, X: np.ndarray) -> np.ndarray:
         """Bin of every value of ``X`` (``(n, d)``), as ``uint8`` when the bins allow."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         out = np.empty(X.shape, dtype=self.dtype)
-        return bin_matrix(X, self.edges_t, self.n_edges, out)
+        return bin_matrix(X, self.edges_t, out)
 
 
 def block_bins(block: EventBlock, columns: ColumnProfile, cut: BinEdges) -> np.ndarray:
