@@ -162,6 +162,12 @@ class BinnedCusum:
         self.since_neg = np.zeros(d, dtype=np.int64)
         self.quiet = np.zeros(d, dtype=np.int64)
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle; a checkpoint from before the shared binning gets its edges object."""
+        self.__dict__.update(state)
+        if "cut" not in state:
+            self.cut = BinEdges(self.edges)
+
     def update(self, X: np.ndarray, ts: np.ndarray, bins: np.ndarray | None = None
                ) -> CusumHits:
         """Alarms of the block ``X``; ``bins`` are its baseline bins when already computed."""

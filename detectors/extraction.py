@@ -470,6 +470,12 @@ class ExtractionCalibration:
         self.prada_mu, self.prada_sd = self._simulate_benign(sample, rng)
         self.close_thr, self.thr_close = self._close_calibration(sample, rng, cfg)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle; a checkpoint from before the shared binning gets its edges object."""
+        self.__dict__.update(state)
+        if "cut" not in state:
+            self.cut = BinEdges(self.edges)
+
     def query_features(self, X: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, ...]:
         """:func:`query_features` of the rows ``X`` with baseline bins ``B``."""
         return query_features(np.ascontiguousarray(X, dtype=np.float32), B, self.mean,

@@ -296,6 +296,13 @@ class WhitenedShift:
         if self.enabled:
             self._fit(np.ascontiguousarray(sample, dtype=np.float32))
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle; a checkpoint from before the shared binning gets its edges object."""
+        self.__dict__.update(state)
+        if "cut" not in state:
+            self.cut = BinEdges(self.__dict__.pop("edges"))
+            self.__dict__.pop("n_edges", None)
+
     def _fit(self, sample: np.ndarray) -> None:
         """Whitening from the sample's scores, then thresholds per window length."""
         Zs = score_matrix(self.cut.bins(sample), self.scores, self.keep)
