@@ -577,10 +577,10 @@ class _BatchFields:
         return f
 
     @classmethod
-    def from_scan(cls, sc: ScannedBatch, model_id: str, model_version: str,
-                  event_ids: np.ndarray) -> _BatchFields:
+    def from_scan(cls, sc: ScannedBatch, event_ids: np.ndarray) -> _BatchFields:
+        """Fields of a scanned batch; ``UnicodeDecodeError`` if any string is not UTF-8."""
         f = cls()
-        f.model_id, f.model_version = model_id, model_version
+        f.model_id, f.model_version = sc.model_id, sc.model_version
         f.n = sc.n
         f.column_lengths = {sc.n}  # the scanner sends unequal columns to the generic path
         f.n_features, f.n_classes = sc.n_features, sc.n_classes
@@ -637,7 +637,7 @@ def _scanned_fields(raw: bytes) -> _BatchFields | None:
     if event_ids is None:
         return None
     try:
-        return _BatchFields.from_scan(sc, sc.model_id, sc.model_version, event_ids)
+        return _BatchFields.from_scan(sc, event_ids)
     except UnicodeDecodeError:
         return None
 
