@@ -45,3 +45,7 @@ class DetectorConfig:
     resolve_after_ms: int = 60_000
     #: Events may arrive this late (event time) before windows treat them as closed.
     allowed_lateness_ms: int = 5_000
+    #: Threads that run one model's detectors: 2 runs the extraction detector beside the
+    #: others (the kernels release the GIL), so a worker uses two cores; 1 runs them in
+    #: turn. Detections are the same either way.
+    detector_threads: int = 2

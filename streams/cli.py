@@ -320,9 +320,25 @@ def _one_blas_thread() -> None:
     threadpool_limits(1, user_api="blas")
 
 
+#: Longest a thread holds the GIL while another waits for it (Python's default is 5 ms).
+GIL_SWITCH_S = 0.0005
+
+
+def _short_gil_turns() -> None:
+    """Hand the GIL over every 0.5 ms instead of every 5 ms.
+
+    A worker has three busy threads: the event loop (fetching, decoding record batches),
+    the step thread and the detector helper. The kernels release the GIL, but each return
+    to Python waits for it; with 5 ms turns the kernels' threads sat idle behind the
+    event loop (measured: batch messages end to end 688 k -> 742 k events/s).
+    """
+    sys.setswitchinterval(GIL_SWITCH_S)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _one_blas_thread()
+    _short_gil_turns()
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError) as exc:
