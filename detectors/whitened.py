@@ -99,6 +99,15 @@ def score_matrix(B, scores, keep):
     return Z
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _sq_norm(sums, k, d):
+    """``|sums[k, :d]|^2``, summed in the order that vectorises (the compiler's)."""
+    t = 0.0
+    for a in range(d):
+        t += sums[k, a] * sums[k, a]
+    return t
+
+
 @numba.njit(cache=True, nogil=True)
 def whitened_update(Y, ts, scales, thresholds, ring, ring_ts, sums, meta, quiet_events):
     """Slide every window over the whitened events ``Y`` (n x d); return the alarms.
@@ -148,10 +157,7 @@ def whitened_update(Y, ts, scales, thresholds, ring, ring_ts, sums, meta, quiet_
             w = scales[k]
             if fill < w:
                 continue
-            t = 0.0
-            for a in range(d):
-                t += sums[k, a] * sums[k, a]
-            t /= w
+            t = _sq_norm(sums, k, d) / w
             r = t / thresholds[k]
             if r > best_ratio:
                 best_ratio = r
