@@ -44,3 +44,26 @@ def test_two_threads_give_the_same_records_as_one() -> None:
     assert {r["detector"] for r in one} >= {"drift", "query_flood"}
     assert dets_one == dets_two
     assert one == two
+
+
+def test_the_worker_setting_reaches_the_engine(monkeypatch) -> None:  # noqa: ANN001
+    from streams.settings import Settings
+
+    assert Settings().detector_config().detector_threads == 2
+    monkeypatch.setenv("INFERWATCH_DETECTOR_THREADS", "1")
+    assert Settings().detector_config().detector_threads == 1
+
+
+def test_an_error_on_the_helper_thread_reaches_the_caller() -> None:
+    from detectors import side_thread
+
+    def boom() -> None:
+        raise RuntimeError("kernel failed")
+
+    fut = side_thread.submit(boom)
+    try:
+        fut.result()
+    except RuntimeError as exc:
+        assert "kernel failed" in str(exc)
+    else:  # pragma: no cover - the assertion is the test
+        raise AssertionError("the helper's error was swallowed")
