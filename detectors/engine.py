@@ -77,7 +77,7 @@ class ModelDetectors:
             out, seconds = _run_in_turn(here if fut is not None else self.detectors, block)
         finally:
             if fut is not None:  # never leave the helper changing state behind our back
-                side_out, side_seconds = fut.result()[0]
+                side_out, side_seconds = fut.result()
         if fut is not None:
             out.extend(side_out)
             seconds.update(side_seconds)

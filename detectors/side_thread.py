@@ -9,15 +9,13 @@ thread, so the incident records are the same either way.
 One helper thread serves the whole process: steps run one at a time per worker, and a
 second caller only queues behind the first (never deadlocks: helper jobs submit nothing).
 
->>> result, seconds = submit(sum, [1, 2, 3]).result()
->>> result, seconds >= 0
-(6, True)
+>>> submit(sum, [1, 2, 3]).result()
+6
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -36,11 +34,6 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
-    t0 = time.perf_counter()
-    return fn(*args), time.perf_counter() - t0
-
-
-def submit(fn: Callable[..., T], *args: Any) -> Future[tuple[T, float]]:
-    """Run ``fn(*args)`` on the helper thread; the future gives ``(result, seconds)``."""
-    return _executor().submit(_timed, fn, *args)
+def submit(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """Run ``fn(*args)`` on the helper thread."""
+    return _executor().submit(fn, *args)
