@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         None, description="SASL password (never logged or printed).")
     extraction_capacity: int = Field(_D.extraction_capacity, description="Clients tracked "
                                      "for extraction per model (power of two, ~5.8 kB each).")
-    detector_threads: int = Field(_D.detector_threads, ge=1, description="Threads that run "
+    detector_threads: int = Field(_D.detector_threads, ge=1, le=2, description="Threads that run "
                                   "a model's detectors (2: extraction beside the others, "
                                   "so a worker uses two cores; 1: one after another).")
     session_timeout_s: float = Field(10.0, description="Consumer group session timeout.")

@@ -18,3 +18,12 @@ def test_the_command_line_limits_blas_to_one_thread() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={"OPENBLAS_NUM_THREADS": "2", "PATH": ""})
     assert out.stdout.strip() == "[1]"
+
+
+def test_the_command_line_shortens_the_gil_switch_interval() -> None:
+    """Three busy threads in a worker: the kernels' threads must not wait 5 ms for the GIL."""
+    code = ("import streams.cli as c, sys; c._short_gil_turns(); "
+            "print(sys.getswitchinterval() == c.GIL_SWITCH_S < 0.005)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "True"
