@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.baseline import Profile
-from detectors.block import ModelKey
+from detectors.block import ModelKey, coalesce
 from detectors.config import DetectorConfig
 from detectors.engine import DetectionEngine
 from schemas.codec import Decoder, DecodeResult, ModelShape, Reject
@@ -27,6 +27,9 @@ from streams.records import dead_letter, incident_avro, incident_json
 from streams.sharding import shard_of
 
 PRODUCT_VERSION = "0.1.0"
+#: Largest block the detectors are given: the batches of one fetch are joined up to this
+#: many events per model (:func:`detectors.block.coalesce`).
+MERGE_EVENTS = 32_768
 
 
 def enrich(record: dict[str, Any]) -> dict[str, Any]:
@@ -284,12 +287,16 @@ class Pipeline:
             self.counters["events_rejected"] += r.rows
             self.counters[f"rejected_{r.code}"] += 1
         self.counters["dead_letters"] += len(result.rejects)
+        local = []
         for block in result.blocks:
             r = shard_of(block.model_id, self.incident_partitions)
-            if r != here and not forwarded:
+            if r != here and not forwarded:  # forwarded as they came: one message each
                 out.forwards.append((r, block.model_id, _as_batch(block), len(block)))
                 self.counters["events_forwarded"] += len(block)
-                continue
+            else:
+                local.append(block)
+        for block in coalesce(local, MERGE_EVENTS):
+            r = shard_of(block.model_id, self.incident_partitions)
             self.counters["events_in"] += len(block)
             engine = self.shard(r).engine
             evicted = engine.evictions()
