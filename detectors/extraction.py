@@ -99,48 +99,60 @@ def _grid_hash(z, step):
     return h
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@numba.njit(cache=True, nogil=True)
 def surprisal_many(B, logp):
-    """Per-row surprisal under the baseline bin shares, from the rows' baseline bins."""
+    """Per-row surprisal under the baseline bin shares, from the rows' baseline bins.
+
+    Summed in column order: allowed to reorder, the compiler vectorises the sum with
+    gathers, which ran three times slower than these scalar loads.
+    """
     n, d = B.shape
+    nb = logp.shape[1]
+    flat = logp.ravel()
     out = np.empty(n)
     for i in range(n):
         s = 0.0
         for j in range(d):
-            s += logp[j, B[i, j]]
+            s += flat[j * nb + B[i, j]]
         out[i] = s
     return out
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _dot(a, b, n):
-    s = 0.0
-    for j in range(n):
-        s += a[j] * b[j]
-    return s
-
-
 @numba.njit(cache=True, nogil=True)
-def query_features(X, B, mean, inv_std, proj, logp, step):
+def _standardise_and_hash(X, mean, inv_std, step):
+    """Standardised features ``(n, d)`` and their grid hashes ``(n,)``.
+
+    Each row's grid cells are computed first (a loop that vectorises) and hashed after
+    (a serial multiply chain): the same hash as :func:`_grid_hash`, in half the time.
+    """
+    n, d = X.shape
+    Z = np.empty((n, d))
+    H = np.empty(n, dtype=np.int64)
+    cells = np.empty(d, dtype=np.int64)
+    for i in range(n):
+        for j in range(d):
+            z = (X[i, j] - mean[j]) * inv_std[j]
+            Z[i, j] = z
+            cells[j] = np.int64(math.floor(z / step))
+        h = np.int64(-3750763034362895579)  # FNV-1a offset basis (signed)
+        for j in range(d):
+            h = (h ^ cells[j]) * np.int64(1099511628211)
+        H[i] = h
+    return Z, H
+
+
+def query_features(X: np.ndarray, B: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
+                   proj: np.ndarray, logp: np.ndarray, step: float) -> tuple[np.ndarray, ...]:
     """What each query contributes regardless of who sent it, for a whole block.
 
     Returns ``(Z, P, H, S)``: standardised features ``(n, d)``, their random projection
     ``(n, k)``, grid hash ``(n,)`` and surprisal ``(n,)`` (from the baseline bins ``B``).
-    Computed block-wise, apart from the per-client pass, so each loop vectorises.
+    Computed block-wise, apart from the per-client pass: the projection is one BLAS
+    matrix product (a quarter of the time of a compiled loop of dot products), the rest
+    compiled loops that release the GIL.
     """
-    n, d = X.shape
-    k = proj.shape[1]
-    proj_t = np.ascontiguousarray(proj.T)
-    Z = np.empty((n, d))
-    P = np.empty((n, k))
-    H = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        for j in range(d):
-            Z[i, j] = (X[i, j] - mean[j]) * inv_std[j]
-        for q in range(k):
-            P[i, q] = _dot(Z[i], proj_t[q], d)
-        H[i] = _grid_hash(Z[i], step)
-    return Z, P, H, surprisal_many(B, logp)
+    Z, H = _standardise_and_hash(X, mean, inv_std, step)
+    return Z, Z @ proj, H, surprisal_many(B, logp)
 
 
 @numba.njit(cache=True, nogil=True)
