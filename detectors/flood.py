@@ -94,8 +94,10 @@ def nb_upper_tail_at_most(c, r, p, alpha):
 @numba.njit(cache=True, nogil=True)
 def _slide(bucket, cur, prev, s, t, scale):
     """Count one event at ``t`` into a sliding window; return its estimated count."""
-    b = t // scale
     cb = bucket[s]
+    start = cb * scale
+    # the usual case, an event in the current bucket, needs no 64-bit division
+    b = cb if start <= t < start + scale else t // scale
     if b == cb + 1:
         prev[s] = cur[s]
         cur[s] = 0.0
