@@ -1164,6 +1164,81 @@ def run(size: Size, size_name: str, out: Path, profile: bool = False) -> dict[st
     return rep
 
 
+def run_batch_only(size: Size, size_name: str, out: Path, repeat: int,
+                   profile: bool = False) -> dict[str, Any]:
+    """The batch case alone (``--batch-only``), ``repeat`` times on the same pre-loaded
+    topic, each by a fresh worker reading it from the start.
+
+    What an operator tuning the batch path runs between changes: on a shared machine the
+    spread of the repeats says how far one figure can be trusted, and two commits are
+    compared by their medians.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "e2e-logs").mkdir(parents=True, exist_ok=True)
+    run_id = f"e2eb{int(time.time()) % 100000}"
+    workdir = Path(tempfile.mkdtemp(prefix="inferwatch-e2e-"))
+    baselines = workdir / "baselines"
+    save_profiles([reference_profile()], baselines)
+    broker = EmbeddedBroker(log_path=str(out / "e2e-logs" / "broker.log"))
+    rep: dict[str, Any] = {
+        "benchmark": "e2e", "mode": "batch-only", "size": size_name, "config": asdict(size),
+        "d": D, "clients": N_CLIENTS, "repeat": repeat,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "inferwatch_env": {k: v for k, v in os.environ.items() if k.startswith("INFERWATCH_")},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_commit": _git_commit(),
+    }
+    broker.start()
+    try:
+        sender = Sender(broker.bootstrap)
+        rep["producer"] = sender.kind
+        topics = topic_set(f"{run_id}-batch")
+        ensure_topics(broker.bootstrap, list(topics.values()))
+        block = traffic(size.batch_events, seed=12)  # the full run's batch traffic
+        messages, nbytes = preload(sender, "batch", block, topics, size.batch_size)
+        del block
+        sender.close()
+        say(f"batch: pre-loaded {size.batch_events:,} events in {messages:,} messages")
+        cases = []
+        for r in range(repeat):
+            case = Case("batch", f"batch ({size.batch_size:,}/msg), run {r + 1}/{repeat}",
+                        "batch", size.batch_events, messages=messages, bytes=nbytes)
+            cases.append(run_case(case, broker, topics, baselines, size, out,
+                                  f"{run_id}r{r}", profile))
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    rep["cases"] = [asdict(c) for c in cases]
+    rates = sorted(c.events_per_s for c in cases)
+    rep["median_events_per_s"] = round(float(np.median(rates)), 1)
+    rep["spread_events_per_s"] = [round(rates[0], 1), round(rates[-1], 1)]
+    rep["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return rep
+
+
+def batch_markdown(rep: dict[str, Any]) -> str:
+    """The ``--batch-only`` report: every repeat and their median."""
+    lines = [
+        f"# End-to-end batch case ({rep['size']}, --batch-only, {rep['repeat']} run(s))",
+        "",
+        f"Commit {rep.get('git_commit') or 'unknown'}; {rep['machine']['cpus']} CPU(s); the "
+        "same pre-loaded topic read from the start by a fresh worker each run.",
+        "",
+        "| run | events/s | pipeline-only events/s | wall time in Pipeline.step "
+        "| worker CPU (cores) | kernel seconds |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for i, c in enumerate(rep["cases"], 1):
+        ks = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c["kernel_seconds"].items()))
+        lines.append(f"| {i} | {c['events_per_s']:,.0f} | {_fmt(c['pipeline_events_per_s'])} "
+                     f"| {_fmt(c['pipeline_share'], '.0%')} | {_fmt(c['cpu_share'], '.2f')} "
+                     f"| {ks} |")
+    lo, hi = rep["spread_events_per_s"]
+    lines += ["", f"Median **{rep['median_events_per_s']:,.0f}** events/s "
+              f"(runs {lo:,.0f} - {hi:,.0f})."]
+    return "\n".join(lines) + "\n"
+
+
 def run_latency_only(size: Size, size_name: str, out: Path, rate: float,
                      clients: int | None) -> dict[str, Any]:
     """The live latency run alone (``--latency-only``), e.g. to repeat it at a given rate."""
@@ -1207,6 +1282,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="only the live latency run, at --latency-rate (no throughput cases)")
     p.add_argument("--latency-seconds", type=float, metavar="S",
                    help="duration of the live latency run (default 20; quick 10)")
+    p.add_argument("--batch-only", action="store_true",
+                   help="only the batch case (no single-event, naive or latency runs), "
+                   "--repeat times; writes e2e-batch.json and e2e-batch.md")
+    p.add_argument("--repeat", type=int, default=3, metavar="N",
+                   help="runs of the --batch-only case (default 3; the report gives each "
+                   "and the median)")
     p.add_argument("--profile", action="store_true",
                    help="sample each worker with py-spy (if installed); hottest frames "
                    "go to the report, raw profiles to DIR/e2e-profile-*.txt")
@@ -1232,6 +1313,17 @@ def main(argv: list[str] | None = None) -> int:
         (out / "e2e-latency.md").write_text(md, encoding="utf-8")
         print(md)
         say(f"wrote {out / 'e2e-latency.json'}, {out / 'e2e-latency.md'}")
+        return 0
+    if args.batch_only:
+        if args.repeat < 1:
+            p.error("--repeat must be at least 1")
+        rep = run_batch_only(size, size_name, out, args.repeat, profile=args.profile)
+        (out / "e2e-batch.json").write_text(json.dumps(rep, indent=1) + "\n",
+                                            encoding="utf-8")
+        md = batch_markdown(rep)
+        (out / "e2e-batch.md").write_text(md, encoding="utf-8")
+        print(md)
+        say(f"wrote {out / 'e2e-batch.json'}, {out / 'e2e-batch.md'}")
         return 0
     rep = run(size, size_name, out, profile=args.profile)
     (out / "e2e.json").write_text(json.dumps(rep, indent=1) + "\n", encoding="utf-8")
