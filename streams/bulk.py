@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -47,7 +48,7 @@ from streams.checkpoint import (
     PartitionReader,
     ShardCheckpoint,
 )
-from streams.pipeline import Message, Pipeline, StepOutput, content_hash
+from streams.pipeline import DecodedRun, Message, Pipeline, StepOutput, content_hash
 from streams.records import decode_incident
 from streams.settings import Settings
 
@@ -105,6 +106,11 @@ class ShardedIngest:
         #: Where steps run: one thread, one step at a time, awaited under ``lock`` (so
         #: checkpoints and rebalances never see a step half done).
         self.step_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inferwatch-step")
+        #: Where the next fetch is decoded while a step runs (see :meth:`_fetch`).
+        self.decode_thread = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="inferwatch-decode")
+        #: Bumped by every rebalance: a fetch from an earlier generation is put back.
+        self.generation = 0
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -264,6 +270,7 @@ class ShardedIngest:
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self.lock:
+            self.generation += 1
             gone = {tp.partition for tp in revoked} & set(self.pipeline.shards)
             if not gone:
                 return
@@ -275,6 +282,7 @@ class ShardedIngest:
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self.lock:
+            self.generation += 1
             current = {t: self.reader.topic_id(t) for t in {tp.topic for tp in assigned}}
             for r in sorted({tp.partition for tp in assigned}):
                 if r in self.pipeline.shards:  # kept through the rebalance: resume exactly
@@ -325,19 +333,25 @@ class ShardedIngest:
         consumer.subscribe(self.inputs, listener=_Listener(self))
         await consumer.start()
         log.info("bulk ingest consuming %s", ", ".join(self.inputs))
+        ahead: asyncio.Future[_Fetched] | None = None
         try:
             while not self.stopping.is_set():
-                fetched = await consumer.getmany(timeout_ms=int(s.batch_within_s * 1000),
-                                                 max_records=s.max_batch)
+                fetched = await ahead if ahead is not None else await self._fetch()
+                ahead = None
                 async with self.lock:
-                    msgs = [Message(tp.topic, tp.partition, m.offset, m.value)
-                            for tp, records in fetched.items()
-                            if tp.partition in self.pipeline.shards for m in records]
-                    if msgs:
+                    if fetched.generation != self.generation:
+                        self._rewind(fetched)  # fetched before a rebalance: read it again
+                    elif fetched.messages:
                         self.half_done = True  # until the step's output is all published
-                        await self.publish(await self._step(msgs))
+                        step = self._step(fetched.messages, fetched.decoded)
+                        # the next fetch is read and decoded while this step's detectors run
+                        ahead = asyncio.ensure_future(self._fetch())
+                        await self.publish(await step)
                         self.half_done = False
                         self.dirty = True
+                        # in hand before the lock is released: no fetch is under way while a
+                        # rebalance moves the consumer's positions
+                        await asyncio.wait([ahead])
                     self.observe_lag()
                     writing = self.pending is not None and not self.pending.done()
                     if self.dirty and not writing and (
@@ -346,6 +360,9 @@ class ShardedIngest:
         except asyncio.CancelledError:
             raise
         finally:
+            if ahead is not None:  # fetched, not processed: not in any checkpoint either
+                ahead.cancel()
+                await asyncio.wait([ahead])
             try:
                 async with self.lock:
                     if self.dirty and not self.half_done:
@@ -355,19 +372,62 @@ class ShardedIngest:
             finally:
                 self.stopped.set()
                 self.step_thread.shutdown(wait=False)
+                self.decode_thread.shutdown(wait=False)
                 await consumer.stop()
                 self.store.close()
                 self.reader.close()
 
-    async def _step(self, msgs: list[Message]) -> StepOutput:
+    async def _fetch(self) -> _Fetched:
+        """The next messages of the held shards, decoded on the decode thread.
+
+        Runs while the previous step's detectors run (:meth:`run`): decoding only uses the
+        pipeline's decoder, which nothing else uses meanwhile. A decoding error is left
+        for the step, whose last line of defence dead-letters the messages.
+        """
+        generation = self.generation
+        assert self.consumer is not None
+        s = self.settings
+        fetched = await self.consumer.getmany(timeout_ms=int(s.batch_within_s * 1000),
+                                              max_records=s.max_batch)
+        msgs = [Message(tp.topic, tp.partition, m.offset, m.value)
+                for tp, records in fetched.items()
+                if tp.partition in self.pipeline.shards for m in records]
+        decoded = None
+        if msgs:
+            try:
+                decoded = await asyncio.get_running_loop().run_in_executor(
+                    self.decode_thread, self.pipeline.decode, msgs)
+            except Exception:  # noqa: BLE001 - the step decodes again and dead-letters
+                decoded = None
+        return _Fetched(generation, msgs, decoded)
+
+    def _rewind(self, stale: _Fetched) -> None:
+        """Put back messages fetched before a rebalance (they were not processed).
+
+        The rebalance sought every partition it restored or kept to the offset its state
+        has reached; a partition it did not seek continues after these messages, so it is
+        sought back to the first of them.
+        """
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        first: dict[tuple[str, int], int] = {}
+        for m in stale.messages:
+            first.setdefault((m.topic, m.partition), m.offset)
+        for (topic, part), offset in first.items():
+            tp = TopicPartition(topic, part)
+            if tp in assigned and part in self.pipeline.shards:
+                self.consumer.seek(tp, self.pipeline.next_offsets.get((topic, part), offset))
+        self.counters["fetches_discarded_by_rebalance"] += 1
+
+    async def _step(self, msgs: list[Message], decoded: list | None = None) -> StepOutput:
         """Run one pipeline step on the step thread, so the event loop keeps fetching the
         next messages (and heartbeating) while the kernels run without the GIL.
 
         If this task is cancelled meanwhile, the step still finishes before the error goes
         on: nothing may read or checkpoint the pipeline while the thread changes it.
         """
-        fut = asyncio.get_running_loop().run_in_executor(self.step_thread,
-                                                          self.pipeline.safe_step, msgs)
+        fut = asyncio.get_running_loop().run_in_executor(
+            self.step_thread, self.pipeline.safe_step, msgs, *([decoded] if decoded else []))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -382,6 +442,16 @@ class ShardedIngest:
             await asyncio.wait_for(self.stopped.wait(), timeout_s)
         except TimeoutError:
             log.warning("bulk ingest did not stop within %.0f s", timeout_s)
+
+
+@dataclass(slots=True)
+class _Fetched:
+    """One fetch: the rebalance generation it was read in, its messages, their decoding
+    (None: the step decodes them)."""
+
+    generation: int
+    messages: list[Message]
+    decoded: list[DecodedRun] | None
 
 
 class _Listener(ConsumerRebalanceListener):

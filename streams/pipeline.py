@@ -53,6 +53,14 @@ class Message:
     value: bytes | None
 
 
+@dataclass(slots=True)
+class DecodedRun:
+    """Messages of one topic partition, in order, and what the codec made of them."""
+
+    messages: list[Message]
+    result: DecodeResult
+
+
 @dataclass
 class StepOutput:
     """What one step publishes: incident records and their OCSF and action derivatives."""
@@ -190,14 +198,15 @@ class Pipeline:
             "open_incidents": sum(e["open_incidents"] for e in engines),
         }
 
-    def safe_step(self, messages: list[Message]) -> StepOutput:
+    def safe_step(self, messages: list[Message],
+                  decoded: list[DecodedRun] | None = None) -> StepOutput:
         """:meth:`step`, but an unexpected error dead-letters the messages, never loses them.
 
         Every input is supposed to be accepted or rejected by the codec; this is the last
         line of defence so a bug cannot crash the worker or drop a batch silently.
         """
         try:
-            return self.step(messages)
+            return self.step(messages, decoded)
         except Exception as exc:  # noqa: BLE001 - deliberately broad: see docstring
             self.counters["internal_errors"] += 1
             out = StepOutput()
@@ -209,11 +218,15 @@ class Pipeline:
             self.counters["dead_letters"] += len(messages)
             return out
 
-    def step(self, messages: list[Message]) -> StepOutput:
-        """Process messages in order (single-event and batch messages may be mixed)."""
-        t0 = time.perf_counter()
-        out = StepOutput()
-        events_before = self.counters["events_in"]
+    def decode(self, messages: list[Message]) -> list[DecodedRun]:
+        """Decode and validate ``messages`` for :meth:`step`, without touching detector state.
+
+        The bulk ingest loop calls this on a thread of its own for the next fetch while
+        the current step's detectors run, so decoding no longer waits for detection (only
+        the decoder is used, and only by that thread). Messages are cut into runs of one
+        topic partition each, in order.
+        """
+        runs: list[DecodedRun] = []
         by_partition: dict[int, list[Message]] = {}
         for m in messages:
             by_partition.setdefault(m.partition, []).append(m)
@@ -221,11 +234,32 @@ class Pipeline:
             run: list[Message] = []
             for m in part_msgs:
                 if run and m.topic != run[0].topic:
-                    self._run(run, out)
+                    runs.append(self._decode_run(run))
                     run = []
                 run.append(m)
             if run:
-                self._run(run, out)
+                runs.append(self._decode_run(run))
+        return runs
+
+    def _decode_run(self, run: list[Message]) -> DecodedRun:
+        values = [m.value for m in run]
+        batch = run[0].topic in (self.batches_topic, self.repartition_topic)
+        result = self.decoder.decode_batches(values) if batch \
+            else self.decoder.decode_events(values)
+        return DecodedRun(run, result)
+
+    def step(self, messages: list[Message],
+             decoded: list[DecodedRun] | None = None) -> StepOutput:
+        """Process messages in order (single-event and batch messages may be mixed).
+
+        ``decoded`` is :meth:`decode` of the same messages when the caller decoded them
+        ahead; without it they are decoded here.
+        """
+        t0 = time.perf_counter()
+        out = StepOutput()
+        events_before = self.counters["events_in"]
+        for dr in self.decode(messages) if decoded is None else decoded:
+            self._run(dr, out)
         for m in messages:  # in offset order per partition; the last one wins
             self.next_offsets[(m.topic, m.partition)] = m.offset + 1
         if self.metrics is not None:
@@ -270,16 +304,12 @@ class Pipeline:
         out.ocsf.append(to_detection_finding(rec, PRODUCT_VERSION))
         out.actions.extend(recommend(rec))
 
-    def _run(self, run: list[Message], out: StepOutput) -> None:
-        """Decode a run of messages from one topic partition and detect (or forward)."""
-        values = [m.value for m in run]
+    def _run(self, decoded: DecodedRun, out: StepOutput) -> None:
+        """Detect (or forward) a decoded run of messages from one topic partition."""
+        run, result = decoded.messages, decoded.result
         forwarded = run[0].topic == self.repartition_topic
-        is_batch = forwarded or run[0].topic == self.batches_topic
         here = run[0].partition
         self.counters["messages_in"] += len(run)
-        result: DecodeResult = (
-            self.decoder.decode_batches(values) if is_batch else self.decoder.decode_events(values)
-        )
         out.rejects.extend(result.rejects)
         for r in result.rejects:
             m = run[r.index]
