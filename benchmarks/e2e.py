@@ -23,9 +23,10 @@ What runs (one :class:`~streams.broker.EmbeddedBroker` for everything):
   cannot time it and the time inside the pipeline is used instead (an upper bound,
   flagged in ``rate_method``).
   From the same scrapes, ``inferwatch_step_seconds_sum`` gives the time spent inside
-  :meth:`streams.pipeline.Pipeline.step` (decode + detect + encode) over the same
+  :meth:`streams.pipeline.Pipeline.step` (detect + encode; the bulk ingest decodes each
+  fetch ahead, on its decode thread, while the previous step runs) over the same
   interval, hence the *pipeline-only* rate and the share of wall time the worker spends
-  in the pipeline; the rest is Faust/aiokafka (fetch, stream buffering, publishing).
+  in the pipeline; the rest is waiting for the next fetch and publishing.
   Each scrape also reads ``/proc``: the worker's CPU seconds (all threads) give its CPU
   use in cores and events per CPU-second, and the machine's busy time minus the
   worker's, the broker's and the benchmark's own gives the CPU taken by *other
@@ -979,8 +980,9 @@ def markdown(rep: dict[str, Any]) -> str:
         f"CPU(s), d={D} features, {N_CLIENTS} clients. Rate = events processed after the "
         "first metrics scrape that saw any, over the time to the scrape that saw all "
         "(startup and group join excluded). Pipeline-only = the same events over the time "
-        "inside `Pipeline.step` (decode, detect, encode); the rest of the wall time is "
-        "Faust/aiokafka. Worker CPU = CPU seconds of the worker process (all threads) per "
+        "inside `Pipeline.step` (detect, encode; each fetch is decoded ahead, beside the "
+        "previous step); the rest of the wall time is waiting for the next fetch and "
+        "publishing. Worker CPU = CPU seconds of the worker process (all threads) per "
         "wall second. Other processes = CPU the machine spent outside the worker, the broker "
         "and the benchmark itself during the measurement: well above 0 means the numbers "
         f"were taken on a shared, busy machine. Producer: {rep.get('producer', '?')}; commit "
