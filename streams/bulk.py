@@ -62,6 +62,11 @@ CHECKPOINT_SHARE = 10.0
 #: ...but never more than this (seconds): a checkpoint slowed by a broker that was just
 #: reconnecting must not postpone the next one for minutes; it bounds the replay too.
 MAX_STRETCHED_INTERVAL_S = 60.0
+#: A fetch read while a step runs is decoded once it holds this many bytes (a batch
+#: message or a few) or ``max_batch`` messages, or when the step ends.
+AHEAD_BYTES = 4 << 20
+#: How often that fetch looks for more messages meanwhile (seconds).
+AHEAD_POLL_S = 0.002
 
 
 class ShardedIngest:
@@ -345,13 +350,15 @@ class ShardedIngest:
                         self.half_done = True  # until the step's output is all published
                         step = self._step(fetched.messages, fetched.decoded)
                         # the next fetch is read and decoded while this step's detectors run
-                        ahead = asyncio.ensure_future(self._fetch())
-                        await self.publish(await step)
+                        # and its output is published
+                        busy = asyncio.get_running_loop().create_future()
+                        ahead = asyncio.ensure_future(self._fetch(busy=busy))
+                        try:
+                            await self.publish(await step)
+                        finally:
+                            busy.set_result(None)
                         self.half_done = False
                         self.dirty = True
-                        # in hand before the lock is released: no fetch is under way while a
-                        # rebalance moves the consumer's positions
-                        await asyncio.wait([ahead])
                     self.observe_lag()
                     writing = self.pending is not None and not self.pending.done()
                     if self.dirty and not writing and (
@@ -377,21 +384,30 @@ class ShardedIngest:
                 self.store.close()
                 self.reader.close()
 
-    async def _fetch(self) -> _Fetched:
+    async def _fetch(self, busy: asyncio.Future | None = None) -> _Fetched:
         """The next messages of the held shards, decoded on the decode thread.
 
-        Runs while the previous step's detectors run (:meth:`run`): decoding only uses the
-        pipeline's decoder, which nothing else uses meanwhile. A decoding error is left
-        for the step, whose last line of defence dead-letters the messages.
+        Runs while a step runs and is published, until ``busy`` is done (:meth:`run`):
+        decoding only uses the pipeline's decoder, which nothing else uses meanwhile. A
+        decoding error is left for the step, whose last line of defence dead-letters the
+        messages.
         """
         generation = self.generation
         assert self.consumer is not None
         s = self.settings
-        fetched = await self.consumer.getmany(timeout_ms=int(s.batch_within_s * 1000),
-                                              max_records=s.max_batch)
-        msgs = [Message(tp.topic, tp.partition, m.offset, m.value)
-                for tp, records in fetched.items()
-                if tp.partition in self.pipeline.shards for m in records]
+        msgs = self._held(await self.consumer.getmany(
+            timeout_ms=int(s.batch_within_s * 1000), max_records=s.max_batch))
+        # Small messages (single events) arrive a fetch response at a time: while the step
+        # runs and is published, gather up to a step's worth, as a fetch after it would.
+        size = sum(len(m.value or b"") for m in msgs)
+        while busy is not None and not busy.done() and len(msgs) < s.max_batch \
+                and size < AHEAD_BYTES:
+            await asyncio.wait([busy], timeout=AHEAD_POLL_S)
+            more = self._held(await self.consumer.getmany(
+                timeout_ms=0, max_records=s.max_batch - len(msgs)))
+
+            msgs += more
+            size += sum(len(m.value or b"") for m in more)
         decoded = None
         if msgs:
             try:
@@ -401,12 +417,20 @@ class ShardedIngest:
                 decoded = None
         return _Fetched(generation, msgs, decoded)
 
-    def _rewind(self, stale: _Fetched) -> None:
-        """Put back messages fetched before a rebalance (they were not processed).
+    def _held(self, fetched: dict[TopicPartition, list[Any]]) -> list[Message]:
+        """The fetched records of the shards this worker holds, as pipeline messages."""
+        return [Message(tp.topic, tp.partition, m.offset, m.value)
+                for tp, records in fetched.items()
+                if tp.partition in self.pipeline.shards for m in records]
 
-        The rebalance sought every partition it restored or kept to the offset its state
-        has reached; a partition it did not seek continues after these messages, so it is
-        sought back to the first of them.
+    def _rewind(self, stale: _Fetched) -> None:
+        """Put back messages fetched across a rebalance (they were not processed).
+
+        A fetch is never awaited under :attr:`lock` (aiokafka's ``getmany`` waits while
+        partitions are being reassigned, and the rebalance callbacks take the lock), so a
+        rebalance can run while one is under way. It sought every partition it restored
+        or kept to the offset its state has reached; a partition it did not seek
+        continues after these messages, so it is sought back to the first of them.
         """
         assert self.consumer is not None
         assigned = self.consumer.assignment()
