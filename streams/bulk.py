@@ -4,8 +4,9 @@ A Faust agent receives each Kafka message through Faust's stream machinery (a ta
 lock and an ack per message); profiling showed that costing more than inferwatch's whole
 decode-and-detect step for single-event messages. This task, run by the Faust app, uses
 an aiokafka consumer in a consumer group to fetch up to ``max_batch`` raw messages at a
-time and hands them to the pipeline in one step, run on a thread of its own so the event
-loop fetches the next messages meanwhile (the detection kernels release the GIL).
+time and hands them to the pipeline in one step, run on a thread of its own; meanwhile the
+event loop fetches the next messages and a decode thread decodes them (the detection
+kernels release the GIL), so decoding no longer waits for detection.
 
 State and delivery (see the README's reliability section):
 
