@@ -1264,6 +1264,14 @@ def run_latency_only(size: Size, size_name: str, out: Path, rate: float,
     return rep
 
 
+def _write_report(out: Path, stem: str, rep: dict[str, Any], md: str) -> None:
+    """Write ``stem``.json and ``stem``.md to ``out`` and print the markdown."""
+    (out / f"{stem}.json").write_text(json.dumps(rep, indent=1) + "\n", encoding="utf-8")
+    (out / f"{stem}.md").write_text(md, encoding="utf-8")
+    print(md)
+    say(f"wrote {out / f'{stem}.json'}, {out / f'{stem}.md'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.e2e",
@@ -1309,23 +1317,13 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--latency-only needs --latency-rate")
         rep = run_latency_only(size, size_name, out, args.latency_rate,
                                args.latency_clients)
-        (out / "e2e-latency.json").write_text(json.dumps(rep, indent=1) + "\n",
-                                              encoding="utf-8")
-        md = markdown(rep)
-        (out / "e2e-latency.md").write_text(md, encoding="utf-8")
-        print(md)
-        say(f"wrote {out / 'e2e-latency.json'}, {out / 'e2e-latency.md'}")
+        _write_report(out, "e2e-latency", rep, markdown(rep))
         return 0
     if args.batch_only:
         if args.repeat < 1:
             p.error("--repeat must be at least 1")
         rep = run_batch_only(size, size_name, out, args.repeat, profile=args.profile)
-        (out / "e2e-batch.json").write_text(json.dumps(rep, indent=1) + "\n",
-                                            encoding="utf-8")
-        md = batch_markdown(rep)
-        (out / "e2e-batch.md").write_text(md, encoding="utf-8")
-        print(md)
-        say(f"wrote {out / 'e2e-batch.json'}, {out / 'e2e-batch.md'}")
+        _write_report(out, "e2e-batch", rep, batch_markdown(rep))
         return 0
     rep = run(size, size_name, out, profile=args.profile)
     (out / "e2e.json").write_text(json.dumps(rep, indent=1) + "\n", encoding="utf-8")
