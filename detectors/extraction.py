@@ -91,11 +91,11 @@ def bytes_per_client(d: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _grid_hash(z, step):
+def _hash_cells(cells):
+    """FNV-1a-style hash of a query's grid cells (a serial multiply chain)."""
     h = np.int64(-3750763034362895579)  # FNV-1a offset basis (signed)
-    for j in range(z.shape[0]):
-        q = np.int64(math.floor(z[j] / step))
-        h = (h ^ q) * np.int64(1099511628211)
+    for j in range(cells.shape[0]):
+        h = (h ^ cells[j]) * np.int64(1099511628211)
     return h
 
 
@@ -123,7 +123,7 @@ def _standardise_and_hash(X, mean, inv_std, step):
     """Standardised features ``(n, d)`` and their grid hashes ``(n,)``.
 
     Each row's grid cells are computed first (a loop that vectorises) and hashed after
-    (a serial multiply chain): the same hash as :func:`_grid_hash`, in half the time.
+    (:func:`_hash_cells`): half the time of one loop doing both.
     """
     n, d = X.shape
     Z = np.empty((n, d))
@@ -134,10 +134,7 @@ def _standardise_and_hash(X, mean, inv_std, step):
             z = (X[i, j] - mean[j]) * inv_std[j]
             Z[i, j] = z
             cells[j] = np.int64(math.floor(z / step))
-        h = np.int64(-3750763034362895579)  # FNV-1a offset basis (signed)
-        for j in range(d):
-            h = (h ^ cells[j]) * np.int64(1099511628211)
-        H[i] = h
+        H[i] = _hash_cells(cells)
     return Z, H
 
 
@@ -157,9 +154,14 @@ def query_features(X: np.ndarray, B: np.ndarray, mean: np.ndarray, inv_std: np.n
 
 @numba.njit(cache=True, nogil=True)
 def grid_hashes(Z, step):
-    out = np.empty(Z.shape[0], dtype=np.int64)
-    for i in range(Z.shape[0]):
-        out[i] = _grid_hash(Z[i], step)
+    """Grid hash of every row of standardised features ``Z`` (as :func:`query_features`)."""
+    n, d = Z.shape
+    out = np.empty(n, dtype=np.int64)
+    cells = np.empty(d, dtype=np.int64)
+    for i in range(n):
+        for j in range(d):
+            cells[j] = np.int64(math.floor(Z[i, j] / step))
+        out[i] = _hash_cells(cells)
     return out
 
 

@@ -406,7 +406,6 @@ class ShardedIngest:
             await asyncio.wait([busy], timeout=AHEAD_POLL_S)
             more = self._held(await self.consumer.getmany(
                 timeout_ms=0, max_records=s.max_batch - len(msgs)))
-
             msgs += more
             size += sum(len(m.value or b"") for m in more)
         decoded = None
@@ -444,7 +443,8 @@ class ShardedIngest:
                 self.consumer.seek(tp, self.pipeline.next_offsets.get((topic, part), offset))
         self.counters["fetches_discarded_by_rebalance"] += 1
 
-    async def _step(self, msgs: list[Message], decoded: list | None = None) -> StepOutput:
+    async def _step(self, msgs: list[Message],
+                    decoded: list[DecodedRun] | None = None) -> StepOutput:
         """Run one pipeline step on the step thread, so the event loop keeps fetching the
         next messages (and heartbeating) while the kernels run without the GIL.
 
@@ -452,7 +452,7 @@ class ShardedIngest:
         on: nothing may read or checkpoint the pipeline while the thread changes it.
         """
         fut = asyncio.get_running_loop().run_in_executor(
-            self.step_thread, self.pipeline.safe_step, msgs, *([decoded] if decoded else []))
+            self.step_thread, self.pipeline.safe_step, msgs, decoded)
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:

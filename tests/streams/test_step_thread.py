@@ -22,7 +22,7 @@ class _SlowPipeline:
     def __init__(self) -> None:
         self.finished = threading.Event()
 
-    def safe_step(self, msgs: list) -> str:
+    def safe_step(self, msgs: list, decoded: list | None = None) -> str:
         time.sleep(0.3)
         self.finished.set()
         return f"{len(msgs)} messages"
