@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
+from detectors.block import derived_input
 from detectors.window_ks import f32_thresholds
 
 if TYPE_CHECKING:
@@ -108,9 +109,4 @@ class BinEdges:
 def block_bins(block: EventBlock, columns: ColumnProfile, cut: BinEdges) -> np.ndarray:
     """Baseline bins of ``block.X`` under ``columns`` (whose edges ``cut`` holds), cached on
     the block so that the detectors of one model bin each value once."""
-    cached = block.bins
-    if cached is not None and cached[0] is columns:
-        return cached[1]
-    B = cut.bins(block.X)
-    block.bins = (columns, B)
-    return B
+    return derived_input(block, "bins", columns, lambda: cut.bins(block.X))

@@ -7,12 +7,15 @@ as numpy columns. Decoding produces blocks; detectors never see individual event
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numba
 import numpy as np
 
 ModelKey = tuple[str, str]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -35,9 +38,9 @@ class EventBlock:
     prediction: np.ndarray  # object (str), (n,)
     #: 64-bit (model, client) keys, filled on first use by the per-client detectors.
     client_keys: np.ndarray | None = None
-    #: ``(columns, bins)``: baseline bins of ``X`` for one ColumnProfile, filled on first
-    #: use (:func:`detectors.binning.block_bins`) and shared by the model's detectors.
-    bins: tuple | None = None
+    #: What detectors derive from this block alone, by name: ``(owner, value)`` pairs
+    #: (:func:`derived_input`), e.g. the baseline bins of ``X`` under one profile.
+    derived: dict[str, tuple[Any, Any]] | None = None
 
     @property
     def key(self) -> ModelKey:
@@ -77,6 +80,28 @@ class EventBlock:
             np.concatenate([b.confidence for b in blocks]),
             np.concatenate([b.prediction for b in blocks]),
         )
+
+
+def derived_input(block: EventBlock, name: str, owner: object,
+                  compute: Callable[[], T]) -> T:
+    """``compute()``, an input derived from ``block`` alone for ``owner``, computed once.
+
+    The model's detectors share such inputs (the baseline bins of ``X``, used by three of
+    them), and the worker computes them ahead, on its decode thread, while the previous
+    block's detectors run (:meth:`detectors.engine.DetectionEngine.prepare`). ``owner`` is
+    what the value depends on besides the block (a profile's columns, a detector's fixed
+    calibration): a value cached for another owner, say a detector rebuilt from a
+    checkpoint, is computed again rather than trusted.
+    """
+    cache = block.derived
+    if cache is None:
+        cache = block.derived = {}
+    hit = cache.get(name)
+    if hit is not None and hit[0] is owner:
+        return hit[1]
+    value = compute()
+    cache[name] = (owner, value)
+    return value
 
 
 def coalesce(blocks: list[EventBlock], max_events: int) -> list[EventBlock]:

@@ -9,6 +9,7 @@ by other clients, evicts the least recently seen of them. Memory is
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import numba
 import numpy as np
@@ -31,13 +32,17 @@ KEY_CACHE_ENTRIES = 1 << 16
 #: is neither checkpointed nor shared between processes (each rebuilds it in one block).
 _key_cache: dict[tuple[str, str], dict[object, int]] = {}
 _key_cache_size = 0
+#: Held while the cache grows or is cleared: the worker's decode thread and its step
+#: thread both compute keys (a read of the cache needs no lock).
+_key_cache_lock = threading.RLock()
 
 
 def clear_key_cache() -> None:
     """Forget every cached client key (benchmarks and tests start cold with it)."""
     global _key_cache_size
-    _key_cache.clear()
-    _key_cache_size = 0
+    with _key_cache_lock:
+        _key_cache.clear()
+        _key_cache_size = 0
 
 
 def _hash_key(prefix: bytes, client: object) -> int:
@@ -54,7 +59,6 @@ def client_hashes(model_id: str, model_version: str, clients: np.ndarray) -> np.
     them again each time was a tenth of the worker's step time with a few thousand
     clients. Per event it costs one dict lookup.
     """
-    global _key_cache_size
     values = clients.tolist()
     key = (model_id, model_version)
     cache = _key_cache.get(key)
@@ -64,7 +68,16 @@ def client_hashes(model_id: str, model_version: str, clients: np.ndarray) -> np.
                                count=len(values))
         except KeyError:
             pass
-    else:
+    with _key_cache_lock:
+        return _hash_new(key, values)
+
+
+def _hash_new(key: tuple[str, str], values: list) -> np.ndarray:
+    """:func:`client_hashes` of ids not all cached yet (called under the cache lock)."""
+    global _key_cache_size
+    model_id, model_version = key
+    cache = _key_cache.get(key)
+    if cache is None:
         cache = _key_cache[key] = {}
     distinct = dict.fromkeys(values)
     new = [c for c in distinct if c not in cache]

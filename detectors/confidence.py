@@ -25,7 +25,7 @@ from functools import partial
 import numpy as np
 
 from detectors.baseline import Profile
-from detectors.block import EventBlock, score_summaries
+from detectors.block import EventBlock, derived_input, score_summaries
 from detectors.config import DetectorConfig
 from detectors.cusum import CusumHits
 from detectors.detection import Detection, Explanation, at_row
@@ -46,8 +46,17 @@ class ConfidenceShiftDetector:
         """Frozen window state for a forensic record."""
         return self.window.snapshot()
 
+    def prepare(self, block: EventBlock) -> None:
+        """Compute ahead what :meth:`update` derives from ``block`` alone (its summaries)."""
+        self._summaries(block)
+
+    @staticmethod
+    def _summaries(block: EventBlock) -> np.ndarray:
+        return derived_input(block, "score_summaries", None,
+                             lambda: score_summaries(block.scores, block.confidence))
+
     def update(self, block: EventBlock) -> list[Detection]:
-        M = score_summaries(block.scores, block.confidence)
+        M = self._summaries(block)
         out = self._window(block, M)
         out.extend(self._cusum(block, M))
         return out

@@ -29,7 +29,7 @@ import numpy as np
 
 from detectors.baseline import Profile
 from detectors.binning import block_bins
-from detectors.block import EventBlock
+from detectors.block import EventBlock, derived_input
 from detectors.config import DetectorConfig
 from detectors.cusum import CusumHits
 from detectors.detection import Detection, Explanation, at_row
@@ -53,6 +53,19 @@ class DriftDetector:
     def snapshot(self) -> dict:
         """Frozen window state for a forensic record."""
         return self.window.snapshot()
+
+    def prepare(self, block: EventBlock) -> None:
+        """Compute ahead what :meth:`update` derives from ``block`` alone: its baseline
+        bins and whitened scores."""
+        self._whitened(block)
+
+    def _whitened(self, block: EventBlock) -> np.ndarray | None:
+        """The block's whitened scores (:meth:`WhitenedShift.whiten`); None without the test."""
+        shift = self.shift
+        if shift is None or not shift.enabled:
+            return None
+        return derived_input(block, "whitened", shift,
+                             lambda: shift.whiten(self._bins(block)))
 
     def update(self, block: EventBlock) -> list[Detection]:
         """Detections of this block: KS window checks, then CUSUM, then whitened shift.
@@ -108,7 +121,7 @@ class DriftDetector:
         """Mean shifts spread over correlated features (whitened, several window lengths)."""
         if self.shift is None:
             return []
-        hits = self.shift.update(block.X, block.ts, self._bins(block))
+        hits = self.shift.update(block.X, block.ts, self._bins(block), self._whitened(block))
         return [at_row(self.name, block, int(hits.rows[h]),
                        score=float(hits.value[h]),
                        threshold=float(hits.threshold[h]),

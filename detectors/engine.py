@@ -57,6 +57,12 @@ class ModelDetectors:
             ExtractionDetector(profile, cfg),
         ]
 
+    def prepare(self, block: EventBlock) -> None:
+        """Compute the inputs each detector derives from ``block`` alone, ahead of
+        :meth:`update` (see :meth:`DetectionEngine.prepare`)."""
+        for det in self.detectors:
+            det.prepare(block)
+
     def update(self, block: EventBlock, kernel_seconds: Counter,
                threads: int = 1) -> list[Detection]:
         """Every detector's detections of ``block``, in detector order.
@@ -152,6 +158,20 @@ class DetectionEngine:
                 rec["forensics_id"] = rec["_forensics"]["forensics_id"]
         records.extend(self.tracker.advance(self.watermark_ms(block.key), block.key))
         return records
+
+    def prepare(self, block: EventBlock) -> None:
+        """Compute ahead what the model's detectors derive from ``block`` alone.
+
+        Baseline bins, whitened scores, client keys and query features depend only on the
+        block and on calibration fixed when the detectors were built, so the worker
+        computes them on its decode thread while the previous block's detectors run; the
+        step then finds them on the block (:func:`detectors.block.derived_input`). Only
+        reads the engine: safe to call from another thread while :meth:`process` runs. A
+        model without detectors yet (warming up) is left to :meth:`process`.
+        """
+        dets = self.models.get(block.key)
+        if dets is not None and len(block):
+            dets.prepare(block)
 
     def _forensics(self, rec: dict[str, Any], dets: ModelDetectors,
                    block: EventBlock) -> dict[str, Any]:

@@ -50,7 +50,7 @@ import numpy as np
 
 from detectors.baseline import Profile
 from detectors.binning import BinEdges, block_bins
-from detectors.block import EventBlock
+from detectors.block import EventBlock, derived_input
 from detectors.calibration import alpha_per_check, normal_upper
 from detectors.client_table import block_client_keys, find_slot
 from detectors.config import DetectorConfig
@@ -166,32 +166,28 @@ def grid_hashes(Z, step):
 
 
 @numba.njit(cache=True, nogil=True)
-def _lower_bound(a, n, v):
-    """First index of ``a[:n]`` (ascending) whose value is not below ``v``.
+def _count_below(a, n, v):
+    """How many of ``a[:n]`` are below ``v``: for ascending ``a``, the first index whose
+    value is not below ``v``.
 
-    Branch-free halving (the CPU cannot predict a binary search's branches on data).
+    A count over at most ``DISTANCES`` values vectorises and has no branch to mispredict:
+    it ran in two thirds of the time of a branch-free binary search, whose halving steps
+    are a chain of dependent loads.
     """
-    if n == 0:
-        return 0
-    base = 0
-    while n > 1:
-        half = n >> 1
-        base = base + half if a[base + half] < v else base
-        n -= half
-    return base + (1 if a[base] < v else 0)
+    c = 0
+    for r in range(n):
+        c += a[r] < v
+    return c
 
 
 @numba.njit(cache=True, nogil=True)
-def _upper_bound(a, n, v):
-    """First index of ``a[:n]`` (ascending) whose value is above ``v`` (branch-free)."""
-    if n == 0:
-        return 0
-    base = 0
-    while n > 1:
-        half = n >> 1
-        base = base + half if a[base + half] <= v else base
-        n -= half
-    return base + (1 if a[base] <= v else 0)
+def _count_not_above(a, n, v):
+    """How many of ``a[:n]`` are not above ``v``: for ascending ``a``, the first index whose
+    value is above ``v`` (see :func:`_count_below`)."""
+    c = 0
+    for r in range(n):
+        c += a[r] <= v
+    return c
 
 
 @numba.njit(cache=True, nogil=True)
@@ -206,7 +202,7 @@ def _push_distance(ring, srt, count, v):
     nd = count if count < DISTANCES else DISTANCES
     pos = count % DISTANCES
     if count < DISTANCES:  # nothing leaves: insert after the values not above ``v``
-        ins = _upper_bound(srt, nd, v)
+        ins = _count_not_above(srt, nd, v)
         for r in range(nd, ins, -1):
             srt[r] = srt[r - 1]
         srt[ins] = v
@@ -215,14 +211,14 @@ def _push_distance(ring, srt, count, v):
     old = ring[pos]
     ring[pos] = v
     if v > old:  # the last copy of ``old`` leaves; values in (old, v) move down one
-        rem = _upper_bound(srt, nd, old) - 1
-        ins = _lower_bound(srt, nd, v)
+        rem = _count_not_above(srt, nd, old) - 1
+        ins = _count_below(srt, nd, v)
         for r in range(rem, ins - 1):
             srt[r] = srt[r + 1]
         srt[ins - 1] = v
     elif v < old:  # the first copy of ``old`` leaves; values in (v, old) move up one
-        rem = _lower_bound(srt, nd, old)
-        ins = _upper_bound(srt, nd, v)
+        rem = _count_below(srt, nd, old)
+        ins = _count_not_above(srt, nd, v)
         for r in range(rem, ins, -1):
             srt[r] = srt[r - 1]
         srt[ins] = v
@@ -732,12 +728,22 @@ class ExtractionDetector:
         active means the table is smaller than the model's active clients)."""
         return int(self.state.stats[0])
 
+    def prepare(self, block: EventBlock) -> None:
+        """Compute ahead what :meth:`update` derives from ``block`` alone: client keys and
+        :func:`query_features` (a sixth of this detector's time)."""
+        block_client_keys(block)
+        self._query_features(block)
+
+    def _query_features(self, block: EventBlock) -> tuple[np.ndarray, ...]:
+        c = self.cal
+        return derived_input(block, "query_features", c, lambda: c.query_features(
+            block.X, block_bins(block, self.profile.features, c.cut)))
+
     def update(self, block: EventBlock) -> list[Detection]:
         c = self.cal
         keys_in = block_client_keys(block)
         rows, sig, stat, thr, span = extraction_update(
-            keys_in, block.ts,
-            *c.query_features(block.X, block_bins(block, self.profile.features, c.cut)),
+            keys_in, block.ts, *self._query_features(block),
             block.confidence, c.conf_low, c.thr_dup, c.thr_low, c.surp_mu, c.surp_sd,
             c.nn_mu, c.nn_sd, c.z_alpha * math.sqrt(c.nn_inflation), c.z_alpha, c.prada_a,
             c.prada_mu, c.prada_sd, self.report_interval,

@@ -278,6 +278,10 @@ class FloodDetector:
     def evictions(self) -> int:
         return int(self.stats[0])
 
+    def prepare(self, block: EventBlock) -> None:
+        """Compute ahead what :meth:`update` derives from ``block`` alone (client keys)."""
+        block_client_keys(block)
+
     def update(self, block: EventBlock) -> list[Detection]:
         keys_in = block_client_keys(block)
         if len(block) == 0:

@@ -353,18 +353,24 @@ class WhitenedShift:
         self.detail = {"hotelling_factor": round(hotelling, 4), "skewness": skews,
                        "sample_rows": int(n_s)}
 
-    def update(self, X: np.ndarray, ts: np.ndarray, bins: np.ndarray | None = None
-               ) -> ShiftHits:
+    def whiten(self, bins: np.ndarray) -> np.ndarray:
+        """Whitened score vectors ``(n, d)`` of events with these baseline bins (a pure
+        function of the bins and the fitted whitening)."""
+        return score_matrix(bins, self.scores, self.keep) @ self.W  # one BLAS product
+
+    def update(self, X: np.ndarray, ts: np.ndarray, bins: np.ndarray | None = None,
+               Y: np.ndarray | None = None) -> ShiftHits:
         """Feed ``n`` events (rows of the full feature matrix ``X``); return the alarms.
 
-        ``bins`` are ``X``'s baseline bins when the caller already has them.
+        ``bins`` are ``X``'s baseline bins, ``Y`` their :meth:`whiten`, when the caller
+        already has them.
         """
         d = max(self.d, 1)
         if not self.enabled or X.shape[0] == 0:
             e = np.empty(0, dtype=np.int64)
             return ShiftHits(e, e, np.empty(0), np.empty(0), e, np.empty((0, d)))
-        B = self.cut.bins(X) if bins is None else bins
-        Y = score_matrix(B, self.scores, self.keep) @ self.W  # one BLAS product per block
+        if Y is None:
+            Y = self.whiten(self.cut.bins(X) if bins is None else bins)
         rows, which, stat, start, wsum = whitened_update(
             Y, np.ascontiguousarray(ts, dtype=np.int64), self.scales, self.thresholds,
             self.ring, self.ring_ts, self.sums, self.meta, self.quiet_events)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.baseline import Profile
-from detectors.block import ModelKey, coalesce
+from detectors.block import EventBlock, ModelKey, coalesce
 from detectors.config import DetectorConfig
 from detectors.engine import DetectionEngine
 from schemas.codec import Decoder, DecodeResult, ModelShape, Reject
@@ -55,10 +55,14 @@ class Message:
 
 @dataclass(slots=True)
 class DecodedRun:
-    """Messages of one topic partition, in order, and what the codec made of them."""
+    """Messages of one topic partition, in order, what the codec made of them, and where
+    its blocks go: ``local`` (coalesced, for this worker's detectors) and ``forwards``
+    (blocks of another shard, for the repartition topic, as they came)."""
 
     messages: list[Message]
     result: DecodeResult
+    local: list[EventBlock]
+    forwards: list[tuple[int, EventBlock]]
 
 
 @dataclass
@@ -224,7 +228,10 @@ class Pipeline:
         The bulk ingest loop calls this on a thread of its own for the next fetch while
         the current step's detectors run, so decoding no longer waits for detection (only
         the decoder is used, and only by that thread). Messages are cut into runs of one
-        topic partition each, in order.
+        topic partition each, in order; each run's blocks are routed to their shard,
+        joined (:func:`detectors.block.coalesce`), and what the detectors derive from a
+        block alone is computed here too (:meth:`DetectionEngine.prepare`, which only
+        reads the engines).
         """
         runs: list[DecodedRun] = []
         by_partition: dict[int, list[Message]] = {}
@@ -246,7 +253,21 @@ class Pipeline:
         batch = run[0].topic in (self.batches_topic, self.repartition_topic)
         result = self.decoder.decode_batches(values) if batch \
             else self.decoder.decode_events(values)
-        return DecodedRun(run, result)
+        forwarded = run[0].topic == self.repartition_topic
+        here = run[0].partition
+        local, forwards = [], []
+        for block in result.blocks:
+            r = shard_of(block.model_id, self.incident_partitions)
+            if r != here and not forwarded:  # forwarded as they came: one message each
+                forwards.append((r, block))
+            else:
+                local.append(block)
+        local = coalesce(local, MERGE_EVENTS)
+        for block in local:
+            shard = self.shards.get(shard_of(block.model_id, self.incident_partitions))
+            if shard is not None:
+                shard.engine.prepare(block)
+        return DecodedRun(run, result, local, forwards)
 
     def step(self, messages: list[Message],
              decoded: list[DecodedRun] | None = None) -> StepOutput:
@@ -307,8 +328,6 @@ class Pipeline:
     def _run(self, decoded: DecodedRun, out: StepOutput) -> None:
         """Detect (or forward) a decoded run of messages from one topic partition."""
         run, result = decoded.messages, decoded.result
-        forwarded = run[0].topic == self.repartition_topic
-        here = run[0].partition
         self.counters["messages_in"] += len(run)
         out.rejects.extend(result.rejects)
         for r in result.rejects:
@@ -317,15 +336,10 @@ class Pipeline:
             self.counters["events_rejected"] += r.rows
             self.counters[f"rejected_{r.code}"] += 1
         self.counters["dead_letters"] += len(result.rejects)
-        local = []
-        for block in result.blocks:
-            r = shard_of(block.model_id, self.incident_partitions)
-            if r != here and not forwarded:  # forwarded as they came: one message each
-                out.forwards.append((r, block.model_id, _as_batch(block), len(block)))
-                self.counters["events_forwarded"] += len(block)
-            else:
-                local.append(block)
-        for block in coalesce(local, MERGE_EVENTS):
+        for r, block in decoded.forwards:
+            out.forwards.append((r, block.model_id, _as_batch(block), len(block)))
+            self.counters["events_forwarded"] += len(block)
+        for block in decoded.local:
             r = shard_of(block.model_id, self.incident_partitions)
             self.counters["events_in"] += len(block)
             engine = self.shard(r).engine

@@ -44,3 +44,19 @@ def test_decoded_ahead_equals_decoded_in_the_step() -> None:
     assert len(b.dead_letters) == 2
     assert inline.counters == ahead.counters
     assert inline.next_offsets == ahead.next_offsets
+
+
+def test_decoding_ahead_prepares_the_blocks_of_models_already_known() -> None:
+    msgs, prof = _messages()
+    head, tail = msgs[:400], msgs[400:]
+    inline = Pipeline("inference-batches", profiles={prof.key: prof})
+    ahead = Pipeline("inference-batches", profiles={prof.key: prof})
+    inline.step(head)
+    ahead.step(head)
+    decoded = ahead.decode(tail)
+    blocks = [b for run in decoded for b in run.local]
+    assert blocks and all(b.derived and "query_features" in b.derived for b in blocks)
+    a, b = inline.step(tail), ahead.step(tail, decoded)
+    key = [(r["incident_id"], r["status"], r["count"]) for r in a.incidents]
+    assert key and key == [(r["incident_id"], r["status"], r["count"]) for r in b.incidents]
+    assert inline.counters == ahead.counters
