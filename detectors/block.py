@@ -50,7 +50,9 @@ class EventBlock:
         return int(self.ts.shape[0])
 
     def take(self, idx: np.ndarray | slice) -> EventBlock:
-        """Return the rows selected by ``idx`` (boolean mask, index array or slice)."""
+        """Return the rows selected by ``idx`` (boolean mask, index array or slice), with
+        their client keys when this block has them."""
+        keys = self.client_keys
         return EventBlock(
             self.model_id,
             self.model_version,
@@ -61,14 +63,21 @@ class EventBlock:
             self.scores[idx],
             self.confidence[idx],
             self.prediction[idx],
+            client_keys=None if keys is None else keys[idx],
         )
 
     @staticmethod
     def concat(blocks: list[EventBlock]) -> EventBlock:
-        """Join blocks of the same model, in order."""
+        """Join blocks of the same model, in order.
+
+        Client keys are joined too when every block has them (the decoder computes them
+        from each batch's distinct client ids: per event, hashing again costs a dict
+        lookup).
+        """
         first = blocks[0]
         if len(blocks) == 1:
             return first
+        keys = [b.client_keys for b in blocks]
         return EventBlock(
             first.model_id,
             first.model_version,
@@ -79,6 +88,7 @@ class EventBlock:
             np.concatenate([b.scores for b in blocks]),
             np.concatenate([b.confidence for b in blocks]),
             np.concatenate([b.prediction for b in blocks]),
+            client_keys=None if any(k is None for k in keys) else np.concatenate(keys),
         )
 
 

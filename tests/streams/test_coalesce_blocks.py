@@ -8,6 +8,7 @@ import pytest
 from benchmarks.synthetic import make_block
 from detectors.baseline import Profile
 from detectors.block import EventBlock, coalesce
+from detectors.client_table import block_client_keys, client_hashes
 from schemas.encoders import batch_avro
 from streams import pipeline as pipeline_mod
 from streams.pipeline import Message, Pipeline
@@ -71,3 +72,18 @@ def test_joined_batches_publish_the_same_incidents(monkeypatch: pytest.MonkeyPat
     assert max(sizes) <= max(cap, 500)
     if cap > 500:
         assert len(sizes) == -(-500 * len(msgs) // (cap // 500 * 500))
+
+
+def test_joined_and_taken_blocks_keep_their_client_keys() -> None:
+    a, b = make_block(n=300, seed=1), make_block(n=200, seed=2, n_clients=7)
+    for x in (a, b):
+        block_client_keys(x)
+    joined = EventBlock.concat([a, b])
+    assert joined.client_keys is not None
+    assert joined.client_keys.tolist() == client_hashes(
+        joined.model_id, joined.model_version, joined.client_id).tolist()
+    part = joined.take(joined.ts % 3 == 0)
+    assert part.client_keys.tolist() == client_hashes(
+        part.model_id, part.model_version, part.client_id).tolist()
+    # a block without keys makes the join compute them on first use
+    assert EventBlock.concat([a, make_block(n=10, seed=3)]).client_keys is None
