@@ -5,8 +5,10 @@ lock and an ack per message); profiling showed that costing more than inferwatch
 decode-and-detect step for single-event messages. This task, run by the Faust app, uses
 an aiokafka consumer in a consumer group to fetch up to ``max_batch`` raw messages at a
 time and hands them to the pipeline in one step, run on a thread of its own; meanwhile the
-event loop fetches the next messages and a decode thread decodes them (the detection
-kernels release the GIL), so decoding no longer waits for detection.
+event loop fetches the next messages and a decode thread decodes them and computes what
+the detectors derive from a block alone (the detection kernels release the GIL), so
+decoding no longer waits for detection; and the consumer read after that one is already
+under way while they are decoded.
 
 State and delivery (see the README's reliability section):
 
@@ -117,6 +119,9 @@ class ShardedIngest:
                                                 thread_name_prefix="inferwatch-decode")
         #: Bumped by every rebalance: a fetch from an earlier generation is put back.
         self.generation = 0
+        #: The consumer read that follows the fetch being decoded, started as soon as that
+        #: fetch's own reads ended (see :meth:`_fetch`): its generation and messages.
+        self.read_ahead: asyncio.Future[tuple[int, list[Message]]] | None = None
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -344,7 +349,14 @@ class ShardedIngest:
             while not self.stopping.is_set():
                 fetched = await ahead if ahead is not None else await self._fetch()
                 ahead = None
+                if fetched.generation != self.generation:  # outside the lock: see _rewind
+                    fetched.messages += await self._take_read_ahead()
                 async with self.lock:
+                    if fetched.generation != self.generation and self.read_ahead is not None:
+                        # the rebalance came after the check above: its read joins first
+                        ahead = asyncio.get_running_loop().create_future()
+                        ahead.set_result(fetched)
+                        continue
                     if fetched.generation != self.generation:
                         self._rewind(fetched)  # fetched before a rebalance: read it again
                     elif fetched.messages:
@@ -368,9 +380,10 @@ class ShardedIngest:
         except asyncio.CancelledError:
             raise
         finally:
-            if ahead is not None:  # fetched, not processed: not in any checkpoint either
-                ahead.cancel()
-                await asyncio.wait([ahead])
+            for pending in (ahead, self.read_ahead):  # fetched, not processed: not in any
+                if pending is not None:  # checkpoint either
+                    pending.cancel()
+                    await asyncio.wait([pending])
             try:
                 async with self.lock:
                     if self.dirty and not self.half_done:
@@ -389,15 +402,19 @@ class ShardedIngest:
         """The next messages of the held shards, decoded on the decode thread.
 
         Runs while a step runs and is published, until ``busy`` is done (:meth:`run`):
-        decoding only uses the pipeline's decoder, which nothing else uses meanwhile. A
-        decoding error is left for the step, whose last line of defence dead-letters the
-        messages.
+        decoding only uses the pipeline's decoder, which nothing else uses meanwhile, and
+        only reads the engines (:meth:`~streams.pipeline.Pipeline.decode`). A decoding
+        error is left for the step, whose last line of defence dead-letters the messages.
+        Its first read is the one started at the end of the previous fetch
+        (:attr:`read_ahead`), and it starts the next before decoding: a read mostly waits
+        for the broker, which then overlaps the decode.
         """
-        generation = self.generation
         assert self.consumer is not None
         s = self.settings
-        msgs = self._held(await self.consumer.getmany(
-            timeout_ms=int(s.batch_within_s * 1000), max_records=s.max_batch))
+        if self.read_ahead is not None:
+            generation, msgs = await self._take_read_ahead_with_generation()
+        else:
+            generation, msgs = await self._read()
         # Small messages (single events) arrive a fetch response at a time: while the step
         # runs and is published, gather up to a step's worth, as a fetch after it would.
         size = sum(len(m.value or b"") for m in msgs)
@@ -408,6 +425,9 @@ class ShardedIngest:
                 timeout_ms=0, max_records=s.max_batch - len(msgs)))
             msgs += more
             size += sum(len(m.value or b"") for m in more)
+        # The next read goes on while this fetch is decoded: by the time the step after
+        # this one starts, its messages are usually in hand (a read waits for the broker).
+        self.read_ahead = asyncio.ensure_future(self._read())
         decoded = None
         if msgs:
             try:
@@ -416,6 +436,26 @@ class ShardedIngest:
             except Exception:  # noqa: BLE001 - the step decodes again and dead-letters
                 decoded = None
         return _Fetched(generation, msgs, decoded)
+
+    async def _read(self) -> tuple[int, list[Message]]:
+        """One consumer read of the held shards' messages, with the rebalance generation
+        it started in (a rebalance during the read makes them stale)."""
+        generation = self.generation
+        assert self.consumer is not None
+        s = self.settings
+        return generation, self._held(await self.consumer.getmany(
+            timeout_ms=int(s.batch_within_s * 1000), max_records=s.max_batch))
+
+    async def _take_read_ahead_with_generation(self) -> tuple[int, list[Message]]:
+        assert self.read_ahead is not None
+        pending, self.read_ahead = self.read_ahead, None
+        return await pending
+
+    async def _take_read_ahead(self) -> list[Message]:
+        """The messages of the read under way, if any (awaited: see :meth:`_rewind`)."""
+        if self.read_ahead is None:
+            return []
+        return (await self._take_read_ahead_with_generation())[1]
 
     def _held(self, fetched: dict[TopicPartition, list[Any]]) -> list[Message]:
         """The fetched records of the shards this worker holds, as pipeline messages."""
@@ -430,7 +470,10 @@ class ShardedIngest:
         partitions are being reassigned, and the rebalance callbacks take the lock), so a
         rebalance can run while one is under way. It sought every partition it restored
         or kept to the offset its state has reached; a partition it did not seek
-        continues after these messages, so it is sought back to the first of them.
+        continues after these messages, so it is sought back to the first of them. The
+        read that was under way after the stale fetch (:attr:`read_ahead`) was awaited
+        and its messages added to ``stale`` before: whatever generation it started in,
+        it read on from positions this rewind moves, so it is read again too.
         """
         assert self.consumer is not None
         assigned = self.consumer.assignment()
