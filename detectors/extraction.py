@@ -170,9 +170,9 @@ def _count_below(a, n, v):
     """How many of ``a[:n]`` are below ``v``: for ascending ``a``, the first index whose
     value is not below ``v``.
 
-    A count over at most ``DISTANCES`` values vectorises and has no branch to mispredict:
-    it ran in two thirds of the time of a branch-free binary search, whose halving steps
-    are a chain of dependent loads.
+    A count over at most ``DISTANCES`` values vectorises and has no branch to mispredict;
+    a branch-free binary search's halving steps are a chain of dependent loads. With
+    counts, a distance's insertion (:func:`_push_distance`) took 80 ns against 122.
     """
     c = 0
     for r in range(n):
