@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import logging
 import pickle
@@ -86,16 +85,42 @@ class _StatePickler(pickle.Pickler):
         return _dense, (obj.shape, obj.dtype.str, used, obj[used])
 
 
-def pickle_state(state: Any) -> bytes:
-    """Pickle ``state`` with empty table rows left out (the part that must see it frozen)."""
-    buf = io.BytesIO()
-    _StatePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
-    return buf.getvalue()
+class _Parts:
+    """A pickler's output as the list of what it wrote, every part a copy.
+
+    Large arrays reach ``write`` as zero-copy buffers of the live arrays (protocol 5);
+    each is copied here once, into a numpy array (numpy asks the kernel for huge pages,
+    so the copy takes a fraction of the page faults), so the parts are a snapshot.
+    Writing into one growing ``BytesIO`` instead copied the state two or three times over
+    while it reallocated: 192 MB of state (17,000 clients' extraction history) took
+    0.16-0.62 s against 0.07-0.10 s here, and that time is the worker's checkpoint pause.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    def write(self, data: Any) -> int:
+        if isinstance(data, pickle.PickleBuffer):
+            data = np.frombuffer(data.raw(), dtype=np.uint8).copy()
+        self.parts.append(data)
+        return memoryview(data).nbytes
 
 
-def compress_state(pickled: bytes) -> bytes:
-    """Compress pickled state (zlib releases the GIL, so this can run beside the worker)."""
-    return zlib.compress(pickled, 1)
+def pickle_state(state: Any) -> list[Any]:
+    """Pickle ``state`` with empty table rows left out (the part that must see it frozen),
+    as the parts of one pickle: bytes-like objects that, joined, are exactly its bytes."""
+    out = _Parts()
+    _StatePickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
+    return out.parts
+
+
+def compress_state(pickled: bytes | list[Any]) -> bytes:
+    """Compress pickled state, given whole or as :func:`pickle_state`'s parts (zlib
+    releases the GIL, so this can run beside the worker)."""
+    if isinstance(pickled, bytes):
+        return zlib.compress(pickled, 1)
+    z = zlib.compressobj(1)
+    return b"".join([*(z.compress(part) for part in pickled), z.flush()])
 
 
 def encode_state(state: Any, key: bytes | None) -> bytes:
@@ -178,7 +203,7 @@ class EncodedCheckpoint:
     """A checkpoint serialised and ready to write: the shard's state frozen in bytes."""
 
     shard: int
-    pickled: bytes  # pickle of the ShardCheckpoint, compressed when it is written
+    pickled: list[Any]  # pickle of the ShardCheckpoint (its parts), compressed when written
     position: bytes  # JSON: offsets, incidents end and topic ids (last chunk's header)
 
 

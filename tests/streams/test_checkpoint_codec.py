@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
 from streams.checkpoint import (
     CheckpointError,
+    compress_state,
     decode_state,
     encode_state,
     join_chunks,
+    pickle_state,
     split_chunks,
 )
 
@@ -34,6 +38,17 @@ def test_sparse_tables_round_trip_exactly() -> None:
     assert back["alias"] is back["keys"]  # shared arrays stay shared
     sparse_only = encode_state({k: state[k] for k in ("table", "keys", "odd")}, key=None)
     assert len(sparse_only) < 20_000  # 2.4 MB of mostly empty tables
+
+
+def test_pickled_state_is_a_snapshot_that_compresses_like_one_pickle() -> None:
+    big = np.arange(1 << 18, dtype=np.float64)  # large: handed to the pickler zero-copy
+    state = {"big": big, "small": [1, 2, 3]}
+    parts = pickle_state(state)
+    big[:] = -1.0  # the detectors go on right after the pause
+    blob = compress_state(parts)
+    assert zlib.decompress(blob) == b"".join(parts)  # one zlib stream of one pickle
+    back = decode_state(blob)
+    assert back["big"][-1] == (1 << 18) - 1 and back["small"] == [1, 2, 3]
 
 
 def test_digest_and_chunks() -> None:
