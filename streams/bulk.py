@@ -127,6 +127,7 @@ class ShardedIngest:
 
     def _snapshot(self, shards: list[int]) -> list[EncodedCheckpoint]:
         """Serialise the held shards (runs while no step can change them)."""
+        self.store.keep_spares(shards)
         snaps = []
         for r in shards:
             end = self.reader.end(self.settings.topic_incidents, r)

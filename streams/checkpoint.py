@@ -89,27 +89,33 @@ class _Parts:
     """A pickler's output as the list of what it wrote, every part a copy.
 
     Large arrays reach ``write`` as zero-copy buffers of the live arrays (protocol 5);
-    each is copied here once, into a numpy array (numpy asks the kernel for huge pages,
-    so the copy takes a fraction of the page faults), so the parts are a snapshot.
-    Writing into one growing ``BytesIO`` instead copied the state two or three times over
-    while it reallocated: 192 MB of state (17,000 clients' extraction history) took
-    0.16-0.62 s against 0.07-0.10 s here, and that time is the worker's checkpoint pause.
+    each is copied here once, into a numpy buffer, so the parts are a snapshot. Writing
+    into one growing ``BytesIO`` instead copied the state two or three times over while
+    it reallocated: 192 MB of state (17,000 clients' extraction history) took 0.16-0.62 s
+    against 0.07-0.10 s here, and that time is the worker's checkpoint pause. ``spare``
+    holds buffers of an earlier snapshot, by size, to copy into (see
+    :meth:`CheckpointStore.encode`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spare: dict[int, list[np.ndarray]] | None = None) -> None:
         self.parts: list[Any] = []
+        self.spare = spare or {}
 
     def write(self, data: Any) -> int:
         if isinstance(data, pickle.PickleBuffer):
-            data = np.frombuffer(data.raw(), dtype=np.uint8).copy()
+            src = np.frombuffer(data.raw(), dtype=np.uint8)
+            free = self.spare.get(src.nbytes)
+            data = free.pop() if free else np.empty(src.nbytes, dtype=np.uint8)
+            np.copyto(data, src)
         self.parts.append(data)
         return memoryview(data).nbytes
 
 
-def pickle_state(state: Any) -> list[Any]:
+def pickle_state(state: Any, spare: dict[int, list[np.ndarray]] | None = None) -> list[Any]:
     """Pickle ``state`` with empty table rows left out (the part that must see it frozen),
-    as the parts of one pickle: bytes-like objects that, joined, are exactly its bytes."""
-    out = _Parts()
+    as the parts of one pickle: bytes-like objects that, joined, are exactly its bytes.
+    Large arrays are copied into ``spare`` buffers of their size when there are some."""
+    out = _Parts(spare)
     _StatePickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
     return out.parts
 
@@ -285,6 +291,12 @@ class CheckpointStore:
         self.producer = self._new_producer()
         self.reader = PartitionReader(bootstrap, **client_config)
         self.bytes_written = 0
+        #: Per shard, the buffers its last written checkpoint's arrays were copied into,
+        #: by size: the next snapshot copies into them. Fresh memory for a snapshot cost
+        #: the kernel 0.3-0.5 s per 190 MB in a busy worker (page faults, huge-page
+        #: compaction), all of it inside the processing pause; memory already touched is
+        #: a plain copy. The price: one copy of each shard's large arrays stays allocated.
+        self.spare: dict[int, dict[int, list[np.ndarray]]] = {}
 
     def _new_producer(self) -> KafkaProducer:
         # Not idempotent: a broker that lost its state (the memory-only embedded broker
@@ -300,7 +312,13 @@ class CheckpointStore:
             "offsets": [[t, p, off] for (t, p), off in ckpt.offsets.items()],
             "incidents_end": ckpt.incidents_end, "topic_ids": ckpt.topic_ids,
         }).encode()
-        return EncodedCheckpoint(ckpt.shard, pickle_state(ckpt), position)
+        return EncodedCheckpoint(ckpt.shard, pickle_state(ckpt, self.spare.pop(ckpt.shard, None)),
+                                 position)
+
+    def keep_spares(self, shards: list[int]) -> None:
+        """Free the spare snapshot buffers of shards no longer held."""
+        for r in [r for r in self.spare if r not in shards]:
+            del self.spare[r]
 
     def write(self, ckpt: ShardCheckpoint) -> str:
         """Serialise and write ``ckpt``; see :meth:`write_encoded`."""
@@ -322,6 +340,11 @@ class CheckpointStore:
     def _write(self, enc: EncodedCheckpoint) -> str:
         ckpt_id = uuid.uuid4().hex
         blob = compress_state(enc.pickled)
+        spare: dict[int, list[np.ndarray]] = {}  # an encoded checkpoint is written once
+        for part in enc.pickled:
+            if isinstance(part, np.ndarray):
+                spare.setdefault(part.nbytes, []).append(part)
+        self.spare[enc.shard] = spare
         futures = [
             self.producer.send(self.topic, value=value, headers=headers,
                                key=f"{enc.shard}:{i}".encode(), partition=enc.shard)
