@@ -350,8 +350,8 @@ class ShardedIngest:
             while not self.stopping.is_set():
                 fetched = await ahead if ahead is not None else await self._fetch()
                 ahead = None
-                if fetched.generation != self.generation:  # outside the lock: see _rewind
-                    fetched.messages += await self._take_read_ahead()
+                if fetched.generation != self.generation and self.read_ahead is not None:
+                    fetched.messages += (await self._take_read_ahead())[1]  # see _rewind
                 async with self.lock:
                     if fetched.generation != self.generation and self.read_ahead is not None:
                         # the rebalance came after the check above: its read joins first
@@ -412,10 +412,8 @@ class ShardedIngest:
         """
         assert self.consumer is not None
         s = self.settings
-        if self.read_ahead is not None:
-            generation, msgs = await self._take_read_ahead_with_generation()
-        else:
-            generation, msgs = await self._read()
+        generation, msgs = await (self._take_read_ahead() if self.read_ahead is not None
+                                  else self._read())
         # Small messages (single events) arrive a fetch response at a time: while the step
         # runs and is published, gather up to a step's worth, as a fetch after it would.
         size = sum(len(m.value or b"") for m in msgs)
@@ -447,16 +445,11 @@ class ShardedIngest:
         return generation, self._held(await self.consumer.getmany(
             timeout_ms=int(s.batch_within_s * 1000), max_records=s.max_batch))
 
-    async def _take_read_ahead_with_generation(self) -> tuple[int, list[Message]]:
+    async def _take_read_ahead(self) -> tuple[int, list[Message]]:
+        """The read under way (:attr:`read_ahead`), awaited: its generation and messages."""
         assert self.read_ahead is not None
         pending, self.read_ahead = self.read_ahead, None
         return await pending
-
-    async def _take_read_ahead(self) -> list[Message]:
-        """The messages of the read under way, if any (awaited: see :meth:`_rewind`)."""
-        if self.read_ahead is None:
-            return []
-        return (await self._take_read_ahead_with_generation())[1]
 
     def _held(self, fetched: dict[TopicPartition, list[Any]]) -> list[Message]:
         """The fetched records of the shards this worker holds, as pipeline messages."""

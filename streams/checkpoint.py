@@ -120,13 +120,21 @@ def pickle_state(state: Any, spare: dict[int, list[np.ndarray]] | None = None) -
     return out.parts
 
 
-def compress_state(pickled: bytes | list[Any]) -> bytes:
-    """Compress pickled state, given whole or as :func:`pickle_state`'s parts (zlib
-    releases the GIL, so this can run beside the worker)."""
-    if isinstance(pickled, bytes):
-        return zlib.compress(pickled, 1)
+def spare_buffers(parts: list[Any]) -> dict[int, list[np.ndarray]]:
+    """The numpy buffers among :func:`pickle_state`'s parts, by size, for the next
+    snapshot to copy into (only once these parts are no longer needed)."""
+    spare: dict[int, list[np.ndarray]] = {}
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            spare.setdefault(part.nbytes, []).append(part)
+    return spare
+
+
+def compress_state(parts: list[Any]) -> bytes:
+    """Compress :func:`pickle_state`'s parts as one zlib stream (zlib releases the GIL,
+    so this can run beside the worker)."""
     z = zlib.compressobj(1)
-    return b"".join([*(z.compress(part) for part in pickled), z.flush()])
+    return b"".join([*(z.compress(part) for part in parts), z.flush()])
 
 
 def encode_state(state: Any, key: bytes | None) -> bytes:
@@ -340,11 +348,7 @@ class CheckpointStore:
     def _write(self, enc: EncodedCheckpoint) -> str:
         ckpt_id = uuid.uuid4().hex
         blob = compress_state(enc.pickled)
-        spare: dict[int, list[np.ndarray]] = {}  # an encoded checkpoint is written once
-        for part in enc.pickled:
-            if isinstance(part, np.ndarray):
-                spare.setdefault(part.nbytes, []).append(part)
-        self.spare[enc.shard] = spare
+        self.spare[enc.shard] = spare_buffers(enc.pickled)  # an encoding is written once
         futures = [
             self.producer.send(self.topic, value=value, headers=headers,
                                key=f"{enc.shard}:{i}".encode(), partition=enc.shard)

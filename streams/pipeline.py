@@ -61,7 +61,7 @@ class DecodedRun:
 
     messages: list[Message]
     result: DecodeResult
-    local: list[EventBlock]
+    local: list[tuple[int, EventBlock]]  # (shard, block)
     forwards: list[tuple[int, EventBlock]]
 
 
@@ -255,16 +255,17 @@ class Pipeline:
             else self.decoder.decode_events(values)
         forwarded = run[0].topic == self.repartition_topic
         here = run[0].partition
-        local, forwards = [], []
+        mine, forwards = [], []
         for block in result.blocks:
             r = shard_of(block.model_id, self.incident_partitions)
             if r != here and not forwarded:  # forwarded as they came: one message each
                 forwards.append((r, block))
             else:
-                local.append(block)
-        local = coalesce(local, MERGE_EVENTS)
-        for block in local:
-            shard = self.shards.get(shard_of(block.model_id, self.incident_partitions))
+                mine.append(block)
+        local = [(shard_of(b.model_id, self.incident_partitions), b)
+                 for b in coalesce(mine, MERGE_EVENTS)]
+        for r, block in local:
+            shard = self.shards.get(r)
             if shard is not None:
                 shard.engine.prepare(block)
         return DecodedRun(run, result, local, forwards)
@@ -339,8 +340,7 @@ class Pipeline:
         for r, block in decoded.forwards:
             out.forwards.append((r, block.model_id, _as_batch(block), len(block)))
             self.counters["events_forwarded"] += len(block)
-        for block in decoded.local:
-            r = shard_of(block.model_id, self.incident_partitions)
+        for r, block in decoded.local:
             self.counters["events_in"] += len(block)
             engine = self.shard(r).engine
             evicted = engine.evictions()

@@ -14,6 +14,7 @@ from streams.checkpoint import (
     encode_state,
     join_chunks,
     pickle_state,
+    spare_buffers,
     split_chunks,
 )
 
@@ -65,11 +66,7 @@ def test_digest_and_chunks() -> None:
 
 def test_a_snapshot_copies_into_the_last_ones_buffers() -> None:
     big = np.arange(1 << 18, dtype=np.float64)
-    first = pickle_state({"big": big})
-    spare: dict[int, list[np.ndarray]] = {}
-    for part in first:
-        if isinstance(part, np.ndarray):
-            spare.setdefault(part.nbytes, []).append(part)
+    spare = spare_buffers(pickle_state({"big": big}))
     assert spare, "the large array should be copied into a numpy buffer"
     reused = next(iter(spare.values()))[0]
     big[:] = 7.0

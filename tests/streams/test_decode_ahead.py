@@ -54,7 +54,7 @@ def test_decoding_ahead_prepares_the_blocks_of_models_already_known() -> None:
     inline.step(head)
     ahead.step(head)
     decoded = ahead.decode(tail)
-    blocks = [b for run in decoded for b in run.local]
+    blocks = [b for run in decoded for _, b in run.local]
     assert blocks and all(b.derived and "query_features" in b.derived for b in blocks)
     a, b = inline.step(tail), ahead.step(tail, decoded)
     key = [(r["incident_id"], r["status"], r["count"]) for r in a.incidents]

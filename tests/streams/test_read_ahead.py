@@ -92,7 +92,7 @@ def test_a_rebalance_rewinds_the_stale_fetch_and_the_read_ahead() -> None:
         stale = await ingest._fetch()
         ingest.generation += 1  # a rebalance while the fetch was out
         assert stale.generation != ingest.generation
-        stale.messages += await ingest._take_read_ahead()  # as the ingest loop does
+        stale.messages += (await ingest._take_read_ahead())[1]  # as the ingest loop does
         assert ingest.read_ahead is None
         ingest._rewind(stale)
 
