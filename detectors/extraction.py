@@ -166,9 +166,9 @@ def grid_hashes(Z, step):
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_below(a, n, v):
-    """How many of ``a[:n]`` are below ``v``: for ascending ``a``, the first index whose
-    value is not below ``v``.
+def _count_below(a, row, n, v):
+    """How many of ``a[row, :n]`` are below ``v``: for ascending values, the first index
+    whose value is not below ``v``.
 
     A count over at most ``DISTANCES`` values vectorises and has no branch to mispredict;
     a branch-free binary search's halving steps are a chain of dependent loads. With
@@ -176,64 +176,70 @@ def _count_below(a, n, v):
     """
     c = 0
     for r in range(n):
-        c += a[r] < v
+        c += a[row, r] < v
     return c
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_not_above(a, n, v):
-    """How many of ``a[:n]`` are not above ``v``: for ascending ``a``, the first index whose
-    value is above ``v`` (see :func:`_count_below`)."""
+def _count_not_above(a, row, n, v):
+    """How many of ``a[row, :n]`` are not above ``v``: for ascending values, the first
+    index whose value is above ``v`` (see :func:`_count_below`)."""
     c = 0
     for r in range(n):
-        c += a[r] <= v
+        c += a[row, r] <= v
     return c
 
 
 @numba.njit(cache=True, nogil=True)
-def _push_distance(ring, srt, count, v):
-    """Record distance number ``count`` (from 0) of a client in its ring and sorted copy.
+def _push_distance(ring, srt, row, count, v):
+    """Record distance number ``count`` (from 0) of client ``row`` in its ring and sorted
+    copy (rows of the 2-D ``ring`` and ``srt``).
 
-    ``srt[:min(count, DISTANCES)]`` holds the ring's values in ascending order. The
+    ``srt[row, :min(count, DISTANCES)]`` holds the ring's values in ascending order. The
     oldest value leaves as ``v`` enters, shifting only the values strictly between the
     two (exact duplicates, distance 0, are common under attack), so the normality test
     needs no sort.
+
+    The per-event helpers of :func:`extraction_update` take whole arrays and a row index,
+    never a row's view: each view costs two atomic reference-count updates, which took
+    more time than the work itself.
     """
     nd = count if count < DISTANCES else DISTANCES
     pos = count % DISTANCES
     if count < DISTANCES:  # nothing leaves: insert after the values not above ``v``
-        ins = _count_not_above(srt, nd, v)
+        ins = _count_not_above(srt, row, nd, v)
         for r in range(nd, ins, -1):
-            srt[r] = srt[r - 1]
-        srt[ins] = v
-        ring[pos] = v
+            srt[row, r] = srt[row, r - 1]
+        srt[row, ins] = v
+        ring[row, pos] = v
         return
-    old = ring[pos]
-    ring[pos] = v
+    old = ring[row, pos]
+    ring[row, pos] = v
     if v > old:  # the last copy of ``old`` leaves; values in (old, v) move down one
-        rem = _count_not_above(srt, nd, old) - 1
-        ins = _count_below(srt, nd, v)
+        rem = _count_not_above(srt, row, nd, old) - 1
+        ins = _count_below(srt, row, nd, v)
         for r in range(rem, ins - 1):
-            srt[r] = srt[r + 1]
-        srt[ins - 1] = v
+            srt[row, r] = srt[row, r + 1]
+        srt[row, ins - 1] = v
     elif v < old:  # the first copy of ``old`` leaves; values in (v, old) move up one
-        rem = _count_below(srt, nd, old)
-        ins = _count_not_above(srt, nd, v)
+        rem = _count_below(srt, row, nd, old)
+        ins = _count_not_above(srt, row, nd, v)
         for r in range(rem, ins, -1):
-            srt[r] = srt[r - 1]
-        srt[ins] = v
+            srt[row, r] = srt[row, r - 1]
+        srt[row, ins] = v
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _nearest_sq(p, rows, n_rows, k):
-    """Smallest squared distance from ``p[:k]`` to the first ``n_rows`` rows of ``rows``
-    (``inf`` when there are none). Rows are stored query-major so each distance is one
-    contiguous sum, which vectorises (its terms' order is the compiler's)."""
+def _nearest_sq(P, i, rows, slot, n_rows, k):
+    """Smallest squared distance from ``P[i, :k]`` to the first ``n_rows`` rows of
+    ``rows[slot]`` (``inf`` when there are none). Rows are stored query-major so each
+    distance is one contiguous sum, which vectorises (its terms' order is the compiler's).
+    """
     best = np.inf
     for r in range(n_rows):
         acc = 0.0
         for q in range(k):
-            diff = p[q] - rows[r, q]
+            diff = P[i, q] - rows[slot, r, q]
             acc += diff * diff
         if acc < best:
             best = acc
@@ -265,6 +271,7 @@ def extraction_update(
     thr = np.empty(2 * n, dtype=np.float64)
     m_out = 0
     buf = np.empty(DISTANCES)
+    g3 = g_hist.reshape((1,) + g_hist.shape)  # the model's recent queries, as one "client"
     for i in range(n):
         t = ts[i]
         slot, fresh = find_slot(keys, last_seen, keys_in[i], t)
@@ -283,21 +290,20 @@ def extraction_update(
             zj = Z[i, j]
             fsum[slot, j] += zj
             fsq[slot, j] += zj * zj
-        p = P[i]
         h = H[i]
         n_hist = c if c < HISTORY else HISTORY
-        best = _nearest_sq(p, hist[slot], n_hist, k)
+        best = _nearest_sq(P, i, hist, slot, n_hist, k)
         dup = 0
         for r in range(n_hist):
             if hashes[slot, r] == h:
                 dup = 1
         pos = c % HISTORY
         for q in range(k):
-            hist[slot, pos, q] = p[q]
+            hist[slot, pos, q] = P[i, q]
         hashes[slot, pos] = h
         if c > 0:
             dist = math.sqrt(best)
-            _push_distance(dists[slot], sdists[slot], c - 1, np.float32(dist))
+            _push_distance(dists, sdists, slot, c - 1, np.float32(dist))
             resid[slot, (c - 1) % FLAGS] = (dist - nn_mu[n_hist]) / nn_sd[n_hist]
         fpos = c % FLAGS
         low = 1 if conf[i] < conf_low else 0
@@ -318,11 +324,11 @@ def extraction_update(
         # the model's recent traffic, whoever sent it: is this query close to it?
         g_n = pop_meta[4] if pop_meta[4] < GLOBAL else GLOBAL
         kg = k if k < GLOBAL_DIMS else GLOBAL_DIMS
-        gbest = _nearest_sq(p, g_hist, g_n, kg)
+        gbest = _nearest_sq(P, i, g3, 0, g_n, kg)
         close = 1 if g_n == GLOBAL and math.sqrt(gbest) < close_thr else 0
         gp = pop_meta[4] % GLOBAL
         for q in range(kg):
-            g_hist[gp, q] = p[q]
+            g_hist[gp, q] = P[i, q]
         pop_meta[4] += 1
         # population window (all clients of the model), and its most recent POP_SHORT
         pp = pop_meta[0]

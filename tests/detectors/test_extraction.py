@@ -142,14 +142,15 @@ def test_sorted_distances_follow_the_ring(values: str) -> None:
     from detectors.extraction import DISTANCES, _push_distance
 
     rng = np.random.default_rng(3)
-    ring = np.zeros(DISTANCES, np.float32)
-    srt = np.zeros(DISTANCES, np.float32)
+    ring = np.zeros((3, DISTANCES), np.float32)  # one row per client; row 1 is tested
+    srt = np.zeros((3, DISTANCES), np.float32)
     vals = (rng.random(700) if values == "continuous"
             else rng.choice([0.0, 0.5, 1.0, 2.0], 700)).astype(np.float32)
     for c, v in enumerate(vals):
-        _push_distance(ring, srt, c, v)
+        _push_distance(ring, srt, 1, c, v)
         nd = min(c + 1, DISTANCES)
-        assert np.array_equal(srt[:nd], np.sort(ring[:nd]))
+        assert np.array_equal(srt[1, :nd], np.sort(ring[1, :nd]))
+    assert not ring[[0, 2]].any() and not srt[[0, 2]].any()  # other clients untouched
 
 
 def test_state_from_an_older_checkpoint_gets_its_sorted_distances() -> None:
