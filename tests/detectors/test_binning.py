@@ -44,6 +44,10 @@ def test_bins_match_searchsorted_on_edges_nan_and_infinities(d: int) -> None:
     out = np.empty(X.shape, dtype=np.uint8)
     np.testing.assert_array_equal(bin_columns(X, cut.edges_t, cut.n_edges, out), want)
     np.testing.assert_array_equal(bin_matrix(X, cut.edges_t, np.empty_like(out)), want)
+    for k in (1, 2, 3):  # every remainder of bin_matrix's four-row loop
+        Xk = np.ascontiguousarray(X[k:])
+        np.testing.assert_array_equal(bin_matrix(Xk, cut.edges_t, np.empty_like(Xk, np.uint8)),
+                                      want[k:])
 
 
 def test_empty_block() -> None:
